@@ -1,0 +1,220 @@
+//! The API's wire types: JSON bodies of `/v1` requests and responses.
+//!
+//! Requests are parsed strictly (`deny_unknown_fields`): a mistyped option is an error, never
+//! silently ignored. Semantic validation lives in `crate::validate`.
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// `PUT /v1/networks/{name}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub subnet: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    pub vni: u32,
+    #[serde(default)]
+    pub encrypted: bool,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub attachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A network as netd reports it: the spec plus what netd derived.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkView {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: NetworkSpec,
+    /// Gateway actually used (the spec's, or the subnet's first host).
+    pub effective_gateway: Ipv4Addr,
+    /// MTU handed to containers (the spec's, or underlay MTU minus VXLAN overhead).
+    pub effective_mtu: u32,
+    /// Sandbox namespace name on this node (present once a local endpoint exists).
+    pub sandbox: String,
+    pub local_endpoints: usize,
+    pub remote_endpoints: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    #[default]
+    Vip,
+    Dnsrr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    #[default]
+    Ingress,
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub target_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_port: Option<u16>,
+    #[serde(default)]
+    pub publish_mode: PublishMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
+}
+
+/// `PUT /v1/endpoints/{id}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    pub network: String,
+    /// Path of the container's network namespace (e.g. `/run/netns/c1`, `/proc/PID/ns/net`).
+    pub netns: PathBuf,
+    pub ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+}
+
+/// `PATCH /v1/endpoints/{id}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPatch {
+    pub service_disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub dst: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    pub nameservers: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// Response of `PUT`/`GET /v1/endpoints/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: EndpointSpec,
+    /// Address with prefix, e.g. `10.1.0.2/24`.
+    pub address: Ipv4Net,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    pub routes: Vec<Route>,
+    pub dns: DnsConfig,
+    pub service_disabled: bool,
+    /// Address on the node's gateway bridge (egress), absent on `internal` networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_address: Option<Ipv4Net>,
+}
+
+/// An endpoint of another node, learnt by gossip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEndpointView {
+    pub id: String,
+    pub node: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub vtep: Ipv4Addr,
+    pub name: String,
+    pub aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+    pub service_disabled: bool,
+}
+
+/// `PUT /v1/cluster/keys` body: gossip keys, primary first (1 to 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipKeys {
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerView {
+    pub node: String,
+    pub gossip_addr: String,
+    pub live: bool,
+    pub generation: u64,
+    pub endpoints: usize,
+}
+
+/// `GET /v1/node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: String,
+    pub advertise_addr: Ipv4Addr,
+    pub data_port: u16,
+    pub gossip_addr: String,
+    pub underlay_mtu: u32,
+    pub networks: usize,
+    pub local_endpoints: usize,
+    pub remote_endpoints: usize,
+    pub peers: Vec<PeerView>,
+    /// Key tags (first 8 hex digits of SHA-256 of each key), never key material.
+    pub gossip_key_tags: Vec<String>,
+    pub ready: bool,
+}
+
+/// Every error body: `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable kind: `invalid`, `conflict`, `not_found`, `unavailable`, `internal`.
+    pub code: String,
+    /// The request field the error is about, when there is one (`subnet`, `service.vip`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}

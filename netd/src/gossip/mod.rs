@@ -1,0 +1,199 @@
+//! Endpoint tables between nodes: chitchat (Scuttlebutt anti-entropy + phi-accrual failure
+//! detection) over a sealed UDP transport.
+
+pub mod claims;
+pub mod keyring;
+pub mod record;
+pub mod transport;
+
+use crate::api::types::{PeerView, RemoteEndpointView};
+use crate::config::Config;
+use anyhow::{Context, Result};
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use keyring::Keyring;
+use record::{parse_endpoint_key, EndpointRecord};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use transport::{SealedTransport, Stats};
+
+pub struct Gossip {
+    handle: ChitchatHandle,
+    pub me: String,
+    pub keyring: Arc<Keyring>,
+    pub stats: Arc<Stats>,
+}
+
+/// What this node knows of the others, at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub peers: Vec<PeerView>,
+    /// Endpoints of live nodes other than this one.
+    pub endpoints: Vec<RemoteEndpointView>,
+}
+
+impl ClusterView {
+    pub fn endpoints_on<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a RemoteEndpointView> + 'a {
+        self.endpoints.iter().filter(move |e| e.network == network)
+    }
+}
+
+impl Gossip {
+    pub async fn start(cfg: &Config, keys: &[String], initial: Vec<(String, String)>) -> Result<Gossip> {
+        let keyring = Arc::new(Keyring::new(keys));
+        let stats = Arc::new(Stats::default());
+        let bind = cfg.gossip_bind();
+        let advertise = if bind.ip().is_unspecified() {
+            SocketAddr::new(cfg.advertise_addr.into(), bind.port())
+        } else {
+            bind
+        };
+        // A new generation on every start: peers then replace our old state instead of merging.
+        let generation = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+        let interval = Duration::from_millis(cfg.gossip_interval_ms);
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(cfg.node_name.clone(), generation, advertise),
+            cluster_id: "netd".into(),
+            gossip_interval: interval,
+            listen_addr: bind,
+            seed_nodes: cfg.seeds.clone(),
+            // Dead after ~2 s of silence at a 200 ms gossip interval (phi 5 ≈ 11.5 mean intervals
+            // with an exponential model, bounded by max_interval): inside the 5 s target.
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: 5.0,
+                sampling_window_size: 100,
+                max_interval: Duration::from_secs(2),
+                initial_interval: interval,
+                dead_node_grace_period: Duration::from_secs(24 * 3600),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+        };
+        let transport = SealedTransport { keyring: keyring.clone(), stats: stats.clone() };
+        let handle = spawn_chitchat(config, initial, &transport)
+            .await
+            .context("starting gossip")?;
+        Ok(Gossip { handle, me: cfg.node_name.clone(), keyring, stats })
+    }
+
+    pub async fn set(&self, key: String, value: String) {
+        let cc = self.handle.chitchat();
+        cc.lock().await.self_node_state().set(key, value);
+        self.nudge().await;
+    }
+
+    pub async fn delete(&self, key: &str) {
+        let cc = self.handle.chitchat();
+        let mut g = cc.lock().await;
+        if g.self_node_state().get(key).is_some() {
+            g.self_node_state().delete(key);
+        }
+        drop(g);
+        self.nudge().await;
+    }
+
+    pub async fn publish_endpoint(&self, network: &str, id: &str, rec: &EndpointRecord) {
+        let v = serde_json::to_string(rec).expect("record serializes");
+        self.set(record::endpoint_key(network, id), v).await;
+    }
+
+    pub async fn withdraw_endpoint(&self, network: &str, id: &str) {
+        self.delete(&record::endpoint_key(network, id)).await;
+    }
+
+    /// Gossips right away with every live peer instead of waiting for the next round: a local
+    /// change reaches the others in one round trip.
+    pub async fn nudge(&self) {
+        let cc = self.handle.chitchat();
+        let addrs: Vec<SocketAddr> = {
+            let g = cc.lock().await;
+            let me = g.self_chitchat_id().clone();
+            g.live_nodes()
+                .filter(|id| **id != me)
+                .map(|id| id.gossip_advertise_addr)
+                .chain(g.seed_nodes())
+                .collect()
+        };
+        for a in addrs {
+            let _ = self.handle.gossip(a);
+        }
+    }
+
+    /// Cheap fingerprint of everything a view depends on: changes when any node's state version
+    /// or the set of live nodes changes.
+    pub async fn fingerprint(&self) -> u64 {
+        let cc = self.handle.chitchat();
+        let g = cc.lock().await;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let live: Vec<&ChitchatId> = g.live_nodes().collect();
+        for (id, st) in g.node_states() {
+            id.node_id.hash(&mut h);
+            id.generation_id.hash(&mut h);
+            st.max_version().hash(&mut h);
+            live.contains(&id).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    pub async fn view(&self) -> ClusterView {
+        let cc = self.handle.chitchat();
+        let g = cc.lock().await;
+        let me = g.self_chitchat_id().clone();
+        let live: Vec<ChitchatId> = g.live_nodes().cloned().collect();
+        let mut view = ClusterView::default();
+        // One entry per node name: the newest generation wins (a restarted node).
+        let mut newest: BTreeMap<&str, &ChitchatId> = BTreeMap::new();
+        for id in g.node_states().keys() {
+            let e = newest.entry(&id.node_id).or_insert(id);
+            if id.generation_id > e.generation_id {
+                *e = id;
+            }
+        }
+        for id in newest.values() {
+            if id.node_id == me.node_id {
+                continue;
+            }
+            let Some(st) = g.node_state(id) else { continue };
+            let is_live = live.contains(id);
+            let mut count = 0;
+            for (key, value) in st.key_values() {
+                let Some((network, eid)) = parse_endpoint_key(key) else { continue };
+                count += 1;
+                if !is_live {
+                    continue;
+                }
+                let Ok(rec) = serde_json::from_str::<EndpointRecord>(value) else {
+                    tracing::warn!(node = %id.node_id, key, "ignoring undecodable endpoint record");
+                    continue;
+                };
+                view.endpoints.push(RemoteEndpointView {
+                    id: eid.to_string(),
+                    node: id.node_id.to_string(),
+                    network: network.to_string(),
+                    ip: rec.ip,
+                    mac: rec.mac,
+                    vtep: rec.vtep,
+                    name: rec.name,
+                    aliases: rec.aliases,
+                    service: rec.service,
+                    service_disabled: rec.disabled,
+                });
+            }
+            view.peers.push(PeerView {
+                node: id.node_id.to_string(),
+                gossip_addr: id.gossip_advertise_addr.to_string(),
+                live: is_live,
+                generation: id.generation_id,
+                endpoints: count,
+            });
+        }
+        view
+    }
+
+    pub fn handle(&self) -> &ChitchatHandle {
+        &self.handle
+    }
+}

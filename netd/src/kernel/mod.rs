@@ -1,0 +1,10 @@
+//! Kernel-facing modules, one per subsystem. All of them drive the kernel's netlink interfaces
+//! through iproute2 (`ip`, `bridge`) and nftables (`nft`) via the one runner in `cmd`: every
+//! kernel change netd makes is a command that can be replayed by hand (`netd inspect` shows the
+//! same objects with the same tools).
+
+pub mod cmd;
+pub mod egress;
+pub mod link;
+pub mod neigh;
+pub mod netns;

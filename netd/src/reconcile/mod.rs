@@ -1,0 +1,151 @@
+//! The one path from desired state to kernel. API calls, gossip updates, restarts and the
+//! periodic drift repair all end here, as jobs on one dedicated thread (kernel changes are
+//! serialized, and namespace-switching commands never run on async runtime workers).
+
+mod egress;
+mod network;
+
+use crate::config::Config;
+use crate::gossip::ClusterView;
+use crate::state::DesiredState;
+use anyhow::Result;
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Facts about this node, found once at start.
+#[derive(Debug, Clone)]
+pub struct NodeFacts {
+    pub underlay_dev: String,
+    pub underlay_mtu: u32,
+}
+
+/// What reconcile reads: the desired state and the cluster view.
+pub struct Shared {
+    pub cfg: Config,
+    pub facts: NodeFacts,
+    pub desired: RwLock<DesiredState>,
+    pub view: RwLock<ClusterView>,
+    pub started: Instant,
+}
+
+impl Shared {
+    /// MTU handed to containers of a network.
+    pub fn network_mtu(&self, spec_mtu: Option<u32>) -> u32 {
+        spec_mtu.unwrap_or(self.facts.underlay_mtu - VXLAN_OVERHEAD_V4)
+    }
+}
+
+/// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD_V4: u32 = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One network (plus the egress legs and the sandbox sweep).
+    Network(String),
+    /// Everything; `verify_containers` also re-checks every container-side interface.
+    All { verify_containers: bool },
+}
+
+struct Job {
+    scope: Scope,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+#[derive(Clone)]
+pub struct Reconciler {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Reconciler {
+    pub fn spawn(shared: Arc<Shared>) -> Reconciler {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("reconcile".into())
+            .spawn(move || run(shared, rx))
+            .expect("spawning reconcile thread");
+        Reconciler { tx }
+    }
+
+    /// Queues a reconcile and waits for its outcome.
+    pub async fn run(&self, scope: Scope) -> Result<(), String> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Job { scope, done: Some(done) })
+            .map_err(|_| "reconcile thread is gone".to_string())?;
+        rx.await.map_err(|_| "reconcile thread is gone".to_string())?
+    }
+
+    /// Queues a reconcile without waiting.
+    pub fn request(&self, scope: Scope) {
+        let _ = self.tx.send(Job { scope, done: None });
+    }
+}
+
+fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        // Coalesce what queued up meanwhile: one pass per distinct scope.
+        let mut jobs = vec![first];
+        while let Ok(j) = rx.try_recv() {
+            jobs.push(j);
+        }
+        let mut scopes: Vec<Scope> = Vec::new();
+        for j in &jobs {
+            if !scopes.contains(&j.scope) {
+                scopes.push(j.scope.clone());
+            }
+        }
+        let mut results = Vec::new();
+        for s in &scopes {
+            let r = reconcile(&shared, s).map_err(|e| format!("{e:#}"));
+            if let Err(e) = &r {
+                tracing::warn!(scope = ?s, error = %e, "reconcile failed");
+            }
+            results.push((s.clone(), r));
+        }
+        for j in jobs {
+            if let Some(done) = j.done {
+                let r = results
+                    .iter()
+                    .find(|(s, _)| *s == j.scope)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or(Ok(()));
+                let _ = done.send(r);
+            }
+        }
+    }
+}
+
+fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
+    let desired = shared.desired.read().expect("desired lock").clone();
+    let view = shared.view.read().expect("view lock").clone();
+    // Right after a start, remote entries already in the kernel stay until gossip caught up.
+    let keep_extra = shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128;
+    let mut first_err: Option<anyhow::Error> = None;
+    let mut note = |r: Result<()>| {
+        if let Err(e) = r {
+            if first_err.is_none() {
+                first_err = Some(e);
+            } else {
+                tracing::warn!(error = %format!("{e:#}"), "reconcile error");
+            }
+        }
+    };
+    match scope {
+        Scope::Network(name) => {
+            note(network::reconcile(shared, &desired, &view, name, false, keep_extra));
+        }
+        Scope::All { verify_containers } => {
+            for name in desired.networks.keys() {
+                note(network::reconcile(shared, &desired, &view, name, *verify_containers, keep_extra));
+            }
+        }
+    }
+    note(network::sweep_sandboxes(shared, &desired));
+    note(egress::reconcile(shared, &desired, matches!(scope, Scope::All { verify_containers: true })));
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

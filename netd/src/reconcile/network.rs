@@ -1,0 +1,139 @@
+//! One overlay network on this node: sandbox namespace, bridge, VXLAN device, local
+//! attachments, and the static FDB/neighbor entries for remote endpoints.
+
+use super::Shared;
+use crate::gossip::ClusterView;
+use crate::kernel::cmd::Ns;
+use crate::kernel::link::{self, ContainerIf, VxlanParams};
+use crate::kernel::neigh::{self, NeighPlan, Remote};
+use crate::kernel::netns;
+use crate::state::DesiredState;
+use crate::validate::spec_gateway;
+use anyhow::{Context, Result};
+use ipnet::Ipv4Net;
+use std::collections::BTreeSet;
+
+pub const BRIDGE: &str = "br0";
+pub const HOST_END_PREFIX: &str = "ve";
+
+pub fn vxlan_name(vni: u32) -> String {
+    format!("vx-{vni}")
+}
+
+pub fn host_end(endpoint_id: &str) -> String {
+    link::host_end_name(HOST_END_PREFIX, endpoint_id)
+}
+
+/// Remote endpoints of `network` as kernel entries, skipping undecodable MACs and addresses
+/// that collide with a local endpoint (a local endpoint always wins on this node).
+pub fn remotes(desired: &DesiredState, view: &ClusterView, network: &str) -> Vec<Remote> {
+    let local_ips: BTreeSet<_> = desired.endpoints_on(network).map(|(_, e)| e.ip).collect();
+    let mut v: Vec<Remote> = view
+        .endpoints_on(network)
+        .filter(|e| !local_ips.contains(&e.ip))
+        .filter_map(|e| Some(Remote { ip: e.ip, mac: neigh::parse_mac(&e.mac)?, vtep: e.vtep }))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn reconcile(
+    shared: &Shared,
+    desired: &DesiredState,
+    view: &ClusterView,
+    name: &str,
+    verify_containers: bool,
+    keep_extra: bool,
+) -> Result<()> {
+    let Some(spec) = desired.networks.get(name) else {
+        return Ok(()); // deleted: the sweep removes its sandbox
+    };
+    let locals: Vec<_> = desired.endpoints_on(name).collect();
+    let sandbox = shared.cfg.sandbox_name(spec.vni);
+    if locals.is_empty() {
+        // Created on first local endpoint, removed with the last.
+        return netns::delete(&sandbox);
+    }
+    let sb = Ns::named(&sandbox);
+    let mtu = shared.network_mtu(spec.mtu);
+    let gw = spec_gateway(spec);
+    let gw_net = Ipv4Net::new(gw, spec.subnet.prefix_len())?;
+    let vx = vxlan_name(spec.vni);
+    netns::ensure(&sandbox)?;
+    link::ensure_bridge(&sb, BRIDGE, Some(gw_net), mtu).context("sandbox bridge")?;
+    link::ensure_vxlan(
+        &sandbox,
+        BRIDGE,
+        &VxlanParams {
+            name: &vx,
+            vni: spec.vni,
+            local: shared.cfg.advertise_addr,
+            port: shared.cfg.data_port,
+            underlay_dev: &shared.facts.underlay_dev,
+            mtu,
+        },
+    )
+    .context("vxlan device")?;
+
+    // Local attachments.
+    let present: BTreeSet<String> = link::list(&sb)?.into_iter().map(|l| l.ifname).collect();
+    let mut wanted = BTreeSet::new();
+    let mut errors = Vec::new();
+    for (id, ep) in &locals {
+        let he = host_end(id);
+        wanted.insert(he.clone());
+        let c = ContainerIf {
+            netns: &ep.spec.netns,
+            ifname: &ep.spec.ifname,
+            addr: Ipv4Net::new(ep.ip, spec.subnet.prefix_len())?,
+            mac: &ep.mac,
+            mtu,
+            default_via: None,
+        };
+        let r = if !present.contains(&he) {
+            link::ensure_veth(&sb, Some(&sandbox), &he, BRIDGE, false, &c).map(|_| ())
+        } else if verify_containers {
+            link::configure_container_side(&c)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = r {
+            errors.push(format!("endpoint {id}: {e:#}"));
+        }
+    }
+    for stray in present.iter().filter(|n| n.starts_with(HOST_END_PREFIX) && n.len() == 14 && !wanted.contains(*n)) {
+        link::delete(&sb, stray)?;
+    }
+
+    // Remote endpoints.
+    let want = remotes(desired, view, name);
+    let plan = NeighPlan::compute(&want, &neigh::fdb(&sb, &vx)?, &neigh::neighbors(&sb, &vx)?, keep_extra);
+    if !plan.is_empty() {
+        tracing::debug!(network = name, ?plan, "neighbor plan");
+        neigh::apply(&sb, &vx, &plan)?;
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", errors.join("; "))
+    }
+}
+
+/// Removes sandboxes of this node that no network with local endpoints wants.
+pub fn sweep_sandboxes(shared: &Shared, desired: &DesiredState) -> Result<()> {
+    let wanted: BTreeSet<String> = desired
+        .networks
+        .iter()
+        .filter(|(n, _)| desired.endpoints_on(n).next().is_some())
+        .map(|(_, s)| shared.cfg.sandbox_name(s.vni))
+        .collect();
+    let prefix = format!("nd-{}-", shared.cfg.node_name);
+    for ns in netns::list(&prefix) {
+        let is_ours = ns[prefix.len()..].chars().all(|c| c.is_ascii_digit());
+        if is_ours && !wanted.contains(&ns) {
+            tracing::info!(sandbox = %ns, "removing unused sandbox");
+            netns::delete(&ns)?;
+        }
+    }
+    Ok(())
+}

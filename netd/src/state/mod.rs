@@ -1,0 +1,61 @@
+//! Desired state: what the API asked for on this node. Persisted by `store`; turned into kernel
+//! objects by `reconcile`.
+
+pub mod store;
+
+use crate::api::types::{EndpointSpec, NetworkSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DesiredState {
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkSpec>,
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, LocalEndpoint>,
+    /// IPAM blocks this node holds, per network (confirmed through gossip).
+    #[serde(default)]
+    pub ipam_blocks: BTreeMap<String, BTreeSet<u32>>,
+    /// Egress (gateway bridge) address per container namespace.
+    #[serde(default)]
+    pub egress: BTreeMap<PathBuf, Ipv4Addr>,
+    /// Gossip keys set through the API (override the config's), primary first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gossip_keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalEndpoint {
+    pub spec: EndpointSpec,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    #[serde(default)]
+    pub service_disabled: bool,
+}
+
+impl DesiredState {
+    pub fn endpoints_on<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a LocalEndpoint)> + 'a {
+        self.endpoints
+            .iter()
+            .filter(move |(_, e)| e.spec.network == network)
+    }
+
+    /// Container namespaces that need an egress leg: those with an endpoint on a
+    /// non-internal network.
+    pub fn egress_netns(&self) -> BTreeSet<PathBuf> {
+        self.endpoints
+            .values()
+            .filter(|e| {
+                self.networks
+                    .get(&e.spec.network)
+                    .is_some_and(|n| !n.internal)
+            })
+            .map(|e| e.spec.netns.clone())
+            .collect()
+    }
+}

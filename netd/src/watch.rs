@@ -1,0 +1,59 @@
+//! Background loops: turn gossip changes into reconcile jobs, and repair drift periodically.
+
+use crate::daemon::Daemon;
+use crate::reconcile::Scope;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Polls the gossip state's fingerprint (cheap) and, when it changes, rebuilds the cluster view
+/// and queues a reconcile for every network whose remote endpoints changed.
+pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
+    let mut last_fp = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tick.tick().await;
+        let fp = d.gossip.fingerprint().await;
+        if fp == last_fp {
+            continue;
+        }
+        last_fp = fp;
+        d.gossip.acknowledge_claims().await;
+        let view = d.gossip.view().await;
+        let per_net = |v: &crate::gossip::ClusterView| {
+            let mut m: BTreeMap<String, BTreeSet<(std::net::Ipv4Addr, String, std::net::Ipv4Addr)>> = BTreeMap::new();
+            for e in &v.endpoints {
+                m.entry(e.network.clone()).or_default().insert((e.ip, e.mac.clone(), e.vtep));
+            }
+            m
+        };
+        let old = per_net(&d.shared.view.read().expect("view lock"));
+        let new = per_net(&view);
+        *d.shared.view.write().expect("view lock") = view;
+        let changed: BTreeSet<&String> = old
+            .keys()
+            .chain(new.keys())
+            .filter(|n| old.get(*n) != new.get(*n))
+            .collect();
+        let local: BTreeSet<String> = d.shared.desired.read().expect("desired lock").networks.keys().cloned().collect();
+        for n in changed {
+            if local.contains(n) {
+                d.reconciler.request(Scope::Network(n.clone()));
+            }
+        }
+    }
+}
+
+/// Full reconcile at a fixed period (drift repair), and once right after the startup grace so
+/// that entries kept across a restart but no longer wanted are removed.
+pub async fn periodic(d: Arc<Daemon>) {
+    let grace = Duration::from_millis(d.shared.cfg.startup_sync_grace_ms);
+    let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms);
+    tokio::time::sleep(grace.saturating_sub(d.shared.started.elapsed()) + Duration::from_millis(50)).await;
+    d.reconciler.request(Scope::All { verify_containers: false });
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        d.reconciler.request(Scope::All { verify_containers: false });
+    }
+}
