@@ -36,24 +36,41 @@ impl Daemon {
         let (underlay_dev, underlay_mtu) = link::underlay_for(cfg.advertise_addr)?;
         let store = Store::open(&cfg.state_dir)?;
         let desired = store.load().context("loading desired state")?;
-        let keys = desired.gossip_keys.clone().unwrap_or_else(|| cfg.gossip_keys.clone());
+        let keys = desired
+            .gossip_keys
+            .clone()
+            .unwrap_or_else(|| cfg.gossip_keys.clone());
         let initial = initial_gossip_state(&cfg, &desired);
         let gossip = Gossip::start(&cfg, &keys, initial).await?;
         tracing::info!(node = %cfg.node_name, %underlay_dev, underlay_mtu, networks = desired.networks.len(),
             endpoints = desired.endpoints.len(), "netd starting");
         let shared = Arc::new(Shared {
             cfg,
-            facts: NodeFacts { underlay_dev, underlay_mtu },
+            facts: NodeFacts {
+                underlay_dev,
+                underlay_mtu,
+            },
             desired: std::sync::RwLock::new(desired),
             view: std::sync::RwLock::new(Default::default()),
             started: Instant::now(),
         });
         let reconciler = Reconciler::spawn(shared.clone());
         // Adopt what the kernel already has; repair what is missing or wrong.
-        if let Err(e) = reconciler.run(Scope::All { verify_containers: true }).await {
+        if let Err(e) = reconciler
+            .run(Scope::All {
+                verify_containers: true,
+            })
+            .await
+        {
             tracing::warn!(error = %e, "initial reconcile incomplete; will retry");
         }
-        Ok(Arc::new(Daemon { shared, gossip, reconciler, store, ops: Mutex::new(()) }))
+        Ok(Arc::new(Daemon {
+            shared,
+            gossip,
+            reconciler,
+            store,
+            ops: Mutex::new(()),
+        }))
     }
 
     fn desired(&self) -> DesiredState {
@@ -62,7 +79,9 @@ impl Daemon {
 
     /// Persists `next` and makes it the desired state.
     fn commit(&self, next: DesiredState) -> Result<(), ApiError> {
-        self.store.save(&next).map_err(|e| ApiError::internal(format!("persisting state: {e:#}")))?;
+        self.store
+            .save(&next)
+            .map_err(|e| ApiError::internal(format!("persisting state: {e:#}")))?;
         *self.shared.desired.write().expect("desired lock") = next;
         Ok(())
     }
@@ -90,7 +109,11 @@ impl Daemon {
     }
 
     /// Returns whether the network was created (vs. already identical or updated).
-    pub async fn put_network(&self, name: &str, spec: NetworkSpec) -> Result<(NetworkView, bool), ApiError> {
+    pub async fn put_network(
+        &self,
+        name: &str,
+        spec: NetworkSpec,
+    ) -> Result<(NetworkView, bool), ApiError> {
         let _g = self.ops.lock().await;
         let mut d = self.desired();
         validate::network(&d, name, &spec)?;
@@ -98,7 +121,10 @@ impl Daemon {
         if d.networks.get(name) != Some(&spec) {
             d.networks.insert(name.to_string(), spec);
             self.commit(d)?;
-            self.reconciler.run(Scope::Network(name.to_string())).await.map_err(ApiError::internal)?;
+            self.reconciler
+                .run(Scope::Network(name.to_string()))
+                .await
+                .map_err(ApiError::internal)?;
         }
         Ok((self.network_view(name).expect("just stored"), created))
     }
@@ -129,7 +155,10 @@ impl Daemon {
         for b in blocks {
             self.gossip.release_block(name, b).await;
         }
-        self.reconciler.run(Scope::Network(name.to_string())).await.map_err(ApiError::internal)
+        self.reconciler
+            .run(Scope::Network(name.to_string()))
+            .await
+            .map_err(ApiError::internal)
     }
 
     // ---- endpoints ----
@@ -143,8 +172,13 @@ impl Daemon {
             .egress
             .get(&ep.spec.netns)
             .filter(|_| !net.internal)
-            .and_then(|ip| ipnet::Ipv4Net::new(*ip, self.shared.cfg.gwbridge_subnet.prefix_len()).ok());
-        let mut routes = vec![Route { dst: net.subnet, gw: None }];
+            .and_then(|ip| {
+                ipnet::Ipv4Net::new(*ip, self.shared.cfg.gwbridge_subnet.prefix_len()).ok()
+            });
+        let mut routes = vec![Route {
+            dst: net.subnet,
+            gw: None,
+        }];
         if egress_address.is_some() {
             routes.push(Route {
                 dst: "0.0.0.0/0".parse().expect("valid"),
@@ -175,17 +209,32 @@ impl Daemon {
         ids.iter().filter_map(|i| self.endpoint_view(i)).collect()
     }
 
-    pub async fn put_endpoint(&self, id: &str, spec: EndpointSpec) -> Result<(EndpointView, bool), ApiError> {
+    pub async fn put_endpoint(
+        &self,
+        id: &str,
+        spec: EndpointSpec,
+    ) -> Result<(EndpointView, bool), ApiError> {
         let _g = self.ops.lock().await;
         let mut d = self.desired();
         validate::endpoint(&d, id, &spec)?;
         if let Some(existing) = d.endpoints.get(id) {
-            let same = EndpointSpec { ip: spec.ip.or(Some(existing.ip)), mac: spec.mac.clone().or(Some(existing.mac.clone())), ..spec.clone() };
-            let have = EndpointSpec { ip: Some(existing.ip), mac: Some(existing.mac.clone()), ..existing.spec.clone() };
+            let same = EndpointSpec {
+                ip: spec.ip.or(Some(existing.ip)),
+                mac: spec.mac.clone().or(Some(existing.mac.clone())),
+                ..spec.clone()
+            };
+            let have = EndpointSpec {
+                ip: Some(existing.ip),
+                mac: Some(existing.mac.clone()),
+                ..existing.spec.clone()
+            };
             if same == have {
                 return Ok((self.endpoint_view(id).expect("exists"), false));
             }
-            return Err(ApiError::conflict("id", format!("endpoint {id:?} exists with a different definition; delete it first")));
+            return Err(ApiError::conflict(
+                "id",
+                format!("endpoint {id:?} exists with a different definition; delete it first"),
+            ));
         }
         let net = d.networks[&spec.network].clone();
         let gateway = validate::spec_gateway(&net);
@@ -194,22 +243,42 @@ impl Daemon {
         let taken = tokio::task::spawn_blocking(move || link::get(&Ns::path(&netns), &ifname))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| ApiError::invalid("netns", format!("netns: cannot inspect {}: {e:#}", spec.netns.display())))?;
+            .map_err(|e| {
+                ApiError::invalid(
+                    "netns",
+                    format!("netns: cannot inspect {}: {e:#}", spec.netns.display()),
+                )
+            })?;
         if taken.is_some() {
-            return Err(ApiError::conflict("ifname", format!("ifname: {} already exists in {}", spec.ifname, spec.netns.display())));
+            return Err(ApiError::conflict(
+                "ifname",
+                format!(
+                    "ifname: {} already exists in {}",
+                    spec.ifname,
+                    spec.netns.display()
+                ),
+            ));
         }
         let view = self.shared.view.read().expect("view lock").clone();
-        let mut used: HashSet<Ipv4Addr> = d.endpoints_on(&spec.network).map(|(_, e)| e.ip).collect();
+        let mut used: HashSet<Ipv4Addr> =
+            d.endpoints_on(&spec.network).map(|(_, e)| e.ip).collect();
         used.extend(view.endpoints_on(&spec.network).map(|e| e.ip));
         let ip = match spec.ip {
             Some(ip) => {
                 if used.contains(&ip) {
-                    return Err(ApiError::conflict("ip", format!("ip: {ip} is already in use on network {}", spec.network)));
+                    return Err(ApiError::conflict(
+                        "ip",
+                        format!("ip: {ip} is already in use on network {}", spec.network),
+                    ));
                 }
                 ip
             }
             None => {
-                let mine = d.ipam_blocks.get(&spec.network).cloned().unwrap_or_default();
+                let mine = d
+                    .ipam_blocks
+                    .get(&spec.network)
+                    .cloned()
+                    .unwrap_or_default();
                 match ipam::allocate(&net.subnet, gateway, mine.iter().copied(), &used) {
                     Some(ip) => ip,
                     None => {
@@ -218,17 +287,26 @@ impl Daemon {
                             .claim_block(&spec.network, &net.subnet, CLAIM_TIMEOUT)
                             .await
                             .map_err(|e| ApiError::unavailable(format!("ip: {e:#}")))?;
-                        d.ipam_blocks.entry(spec.network.clone()).or_default().insert(b);
+                        d.ipam_blocks
+                            .entry(spec.network.clone())
+                            .or_default()
+                            .insert(b);
                         // Persist the block at once: it is ours even if this attach fails.
                         self.commit(d.clone())?;
-                        ipam::allocate(&net.subnet, gateway, [b], &used)
-                            .ok_or_else(|| ApiError::unavailable("ip: newly claimed block is full"))?
+                        ipam::allocate(&net.subnet, gateway, [b], &used).ok_or_else(|| {
+                            ApiError::unavailable("ip: newly claimed block is full")
+                        })?
                     }
                 }
             }
         };
         let mac = spec.mac.clone().unwrap_or_else(|| ipam::mac_for(ip));
-        let ep = LocalEndpoint { spec: spec.clone(), ip, mac, service_disabled: false };
+        let ep = LocalEndpoint {
+            spec: spec.clone(),
+            ip,
+            mac,
+            service_disabled: false,
+        };
         let before = d.clone();
         d.endpoints.insert(id.to_string(), ep.clone());
         if !net.internal && !d.egress.contains_key(&spec.netns) {
@@ -236,13 +314,22 @@ impl Daemon {
             d.egress.insert(spec.netns.clone(), ip);
         }
         self.commit(d)?;
-        if let Err(e) = self.reconciler.run(Scope::Network(spec.network.clone())).await {
+        if let Err(e) = self
+            .reconciler
+            .run(Scope::Network(spec.network.clone()))
+            .await
+        {
             // Roll back: nothing of a failed attach stays in the kernel or on disk.
             self.commit(before)?;
-            let _ = self.reconciler.run(Scope::Network(spec.network.clone())).await;
+            let _ = self
+                .reconciler
+                .run(Scope::Network(spec.network.clone()))
+                .await;
             return Err(ApiError::internal(format!("attaching endpoint: {e}")));
         }
-        self.gossip.publish_endpoint(&spec.network, id, &self.record(&ep)).await;
+        self.gossip
+            .publish_endpoint(&spec.network, id, &self.record(&ep))
+            .await;
         Ok((self.endpoint_view(id).expect("just stored"), true))
     }
 
@@ -256,37 +343,43 @@ impl Daemon {
     }
 
     fn record(&self, ep: &LocalEndpoint) -> EndpointRecord {
-        EndpointRecord {
-            ip: ep.ip,
-            mac: ep.mac.clone(),
-            vtep: self.shared.cfg.advertise_addr,
-            name: ep.spec.name.clone(),
-            aliases: ep.spec.aliases.clone(),
-            service: ep.spec.service.clone(),
-            disabled: ep.service_disabled,
-        }
+        record_of(self.shared.cfg.advertise_addr, ep)
     }
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<(), ApiError> {
         let _g = self.ops.lock().await;
         let mut d = self.desired();
-        let Some(ep) = d.endpoints.remove(id) else { return Ok(()) };
+        let Some(ep) = d.endpoints.remove(id) else {
+            return Ok(());
+        };
         prune_egress(&mut d);
         self.commit(d)?;
         self.gossip.withdraw_endpoint(&ep.spec.network, id).await;
-        self.reconciler.run(Scope::Network(ep.spec.network)).await.map_err(ApiError::internal)
+        self.reconciler
+            .run(Scope::Network(ep.spec.network))
+            .await
+            .map_err(ApiError::internal)
     }
 
-    pub async fn patch_endpoint(&self, id: &str, patch: EndpointPatch) -> Result<EndpointView, ApiError> {
+    pub async fn patch_endpoint(
+        &self,
+        id: &str,
+        patch: EndpointPatch,
+    ) -> Result<EndpointView, ApiError> {
         let _g = self.ops.lock().await;
         let mut d = self.desired();
         let Some(ep) = d.endpoints.get_mut(id) else {
-            return Err(ApiError::not_found(Some("id"), format!("endpoint {id:?} does not exist")));
+            return Err(ApiError::not_found(
+                Some("id"),
+                format!("endpoint {id:?} does not exist"),
+            ));
         };
         ep.service_disabled = patch.service_disabled;
         let ep = ep.clone();
         self.commit(d)?;
-        self.gossip.publish_endpoint(&ep.spec.network, id, &self.record(&ep)).await;
+        self.gossip
+            .publish_endpoint(&ep.spec.network, id, &self.record(&ep))
+            .await;
         Ok(self.endpoint_view(id).expect("exists"))
     }
 
@@ -295,10 +388,16 @@ impl Daemon {
     pub async fn set_gossip_keys(&self, keys: GossipKeys) -> Result<(), ApiError> {
         let _g = self.ops.lock().await;
         if keys.keys.is_empty() || keys.keys.len() > MAX_KEYS {
-            return Err(ApiError::invalid("keys", format!("keys: give 1 to {MAX_KEYS} keys, primary first")));
+            return Err(ApiError::invalid(
+                "keys",
+                format!("keys: give 1 to {MAX_KEYS} keys, primary first"),
+            ));
         }
         if let Some(i) = keys.keys.iter().position(|k| k.len() < 8) {
-            return Err(ApiError::invalid(format!("keys[{i}]"), "keys: each key must be at least 8 characters"));
+            return Err(ApiError::invalid(
+                format!("keys[{i}]"),
+                "keys: each key must be at least 8 characters",
+            ));
         }
         let mut d = self.desired();
         d.gossip_keys = Some(keys.keys.clone());
@@ -322,12 +421,22 @@ impl Daemon {
             remote_endpoints: v.endpoints.len(),
             peers: v.peers,
             gossip_key_tags: self.gossip.keyring.tags(),
+            gossip_rejected: self
+                .gossip
+                .stats
+                .rejected
+                .load(std::sync::atomic::Ordering::Relaxed),
             ready: true,
         }
     }
 
     pub fn remote_endpoints(&self) -> Vec<RemoteEndpointView> {
-        self.shared.view.read().expect("view lock").endpoints.clone()
+        self.shared
+            .view
+            .read()
+            .expect("view lock")
+            .endpoints
+            .clone()
     }
 }
 
@@ -337,19 +446,24 @@ fn prune_egress(d: &mut DesiredState) {
     d.egress.retain(|ns, _| need.contains(ns));
 }
 
+/// The gossip record of a local endpoint.
+fn record_of(vtep: Ipv4Addr, ep: &LocalEndpoint) -> EndpointRecord {
+    EndpointRecord {
+        ip: ep.ip,
+        mac: ep.mac.clone(),
+        vtep,
+        name: ep.spec.name.clone(),
+        aliases: ep.spec.aliases.clone(),
+        service: ep.spec.service.clone(),
+        disabled: ep.service_disabled,
+    }
+}
+
 /// What this node publishes on (re)start: its endpoints and confirmed IPAM blocks.
 fn initial_gossip_state(cfg: &Config, d: &DesiredState) -> Vec<(String, String)> {
     let mut kv = Vec::new();
     for (id, ep) in &d.endpoints {
-        let rec = EndpointRecord {
-            ip: ep.ip,
-            mac: ep.mac.clone(),
-            vtep: cfg.advertise_addr,
-            name: ep.spec.name.clone(),
-            aliases: ep.spec.aliases.clone(),
-            service: ep.spec.service.clone(),
-            disabled: ep.service_disabled,
-        };
+        let rec = record_of(cfg.advertise_addr, ep);
         kv.push((
             crate::gossip::record::endpoint_key(&ep.spec.network, id),
             serde_json::to_string(&rec).expect("record serializes"),

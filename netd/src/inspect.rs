@@ -73,26 +73,45 @@ fn network(socket: &Path, name: &str) -> anyhow::Result<(Value, bool)> {
     if !locals.is_empty() {
         for r in &remotes {
             let mac = neigh::parse_mac(r["mac"].as_str().unwrap_or_default()).unwrap_or_default();
-            let vtep: std::net::Ipv4Addr = r["vtep"].as_str().unwrap_or_default().parse().unwrap_or([0, 0, 0, 0].into());
-            let ip: std::net::Ipv4Addr = r["ip"].as_str().unwrap_or_default().parse().unwrap_or([0, 0, 0, 0].into());
+            let vtep: std::net::Ipv4Addr = r["vtep"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .unwrap_or([0, 0, 0, 0].into());
+            let ip: std::net::Ipv4Addr = r["ip"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .unwrap_or([0, 0, 0, 0].into());
             match fdb.get(&mac) {
                 None => drift.push(format!("missing fdb {} -> {vtep}", neigh::fmt_mac(&mac))),
-                Some(v) if *v != vtep => drift.push(format!("fdb {} -> {v}, want {vtep}", neigh::fmt_mac(&mac))),
+                Some(v) if *v != vtep => {
+                    drift.push(format!("fdb {} -> {v}, want {vtep}", neigh::fmt_mac(&mac)))
+                }
                 _ => {}
             }
             if neighs.get(&ip) != Some(&mac) {
                 drift.push(format!("missing neighbor {ip} -> {}", neigh::fmt_mac(&mac)));
             }
         }
-        let want: std::collections::BTreeSet<String> = remotes.iter().map(|r| r["mac"].as_str().unwrap_or_default().to_string()).collect();
+        let want: std::collections::BTreeSet<String> = remotes
+            .iter()
+            .map(|r| r["mac"].as_str().unwrap_or_default().to_string())
+            .collect();
         for mac in fdb.keys() {
             if !want.contains(&neigh::fmt_mac(mac)) {
                 drift.push(format!("extra fdb {}", neigh::fmt_mac(mac)));
             }
         }
     }
-    let kernel_fdb: Vec<Value> = fdb.iter().map(|(m, v)| json!({"mac": neigh::fmt_mac(m), "dst": v.to_string()})).collect();
-    let kernel_neigh: Vec<Value> = neighs.iter().map(|(i, m)| json!({"ip": i.to_string(), "mac": neigh::fmt_mac(m)})).collect();
+    let kernel_fdb: Vec<Value> = fdb
+        .iter()
+        .map(|(m, v)| json!({"mac": neigh::fmt_mac(m), "dst": v.to_string()}))
+        .collect();
+    let kernel_neigh: Vec<Value> = neighs
+        .iter()
+        .map(|(i, m)| json!({"ip": i.to_string(), "mac": neigh::fmt_mac(m)}))
+        .collect();
     let healthy = drift.is_empty();
     Ok((
         json!({"network": net, "local_endpoints": locals, "remote_endpoints": remotes,
@@ -103,31 +122,64 @@ fn network(socket: &Path, name: &str) -> anyhow::Result<(Value, bool)> {
 
 fn print_human(v: &Value) {
     if let Some(node) = v.get("node") {
-        println!("node {}  advertise {}  data port {}  gossip {}", node["node"], node["advertise_addr"], node["data_port"], node["gossip_addr"]);
+        println!(
+            "node {}  advertise {}  data port {}  gossip {}",
+            node["node"], node["advertise_addr"], node["data_port"], node["gossip_addr"]
+        );
         println!("peers:");
         for p in node["peers"].as_array().into_iter().flatten() {
-            println!("  {:<20} {:<22} {:<5} endpoints {}", p["node"].as_str().unwrap_or(""), p["gossip_addr"].as_str().unwrap_or(""),
-                if p["live"] == true { "live" } else { "dead" }, p["endpoints"]);
+            println!(
+                "  {:<20} {:<22} {:<5} endpoints {}",
+                p["node"].as_str().unwrap_or(""),
+                p["gossip_addr"].as_str().unwrap_or(""),
+                if p["live"] == true { "live" } else { "dead" },
+                p["endpoints"]
+            );
         }
         println!("networks:");
         for n in v["networks"].as_array().into_iter().flatten() {
-            println!("  {:<16} {:<18} vni {:<9} mtu {:<5} local {} remote {}", n["name"].as_str().unwrap_or(""),
-                n["subnet"].as_str().unwrap_or(""), n["vni"], n["effective_mtu"], n["local_endpoints"], n["remote_endpoints"]);
+            println!(
+                "  {:<16} {:<18} vni {:<9} mtu {:<5} local {} remote {}",
+                n["name"].as_str().unwrap_or(""),
+                n["subnet"].as_str().unwrap_or(""),
+                n["vni"],
+                n["effective_mtu"],
+                n["local_endpoints"],
+                n["remote_endpoints"]
+            );
         }
         return;
     }
     let n = &v["network"];
-    println!("network {}  subnet {}  vni {}  mtu {}  sandbox {}", n["name"].as_str().unwrap_or(""), n["subnet"].as_str().unwrap_or(""),
-        n["vni"], n["effective_mtu"], n["sandbox"].as_str().unwrap_or(""));
+    println!(
+        "network {}  subnet {}  vni {}  mtu {}  sandbox {}",
+        n["name"].as_str().unwrap_or(""),
+        n["subnet"].as_str().unwrap_or(""),
+        n["vni"],
+        n["effective_mtu"],
+        n["sandbox"].as_str().unwrap_or("")
+    );
     println!("local endpoints:");
     for e in v["local_endpoints"].as_array().into_iter().flatten() {
-        println!("  {:<24} {:<16} {:<8} {:<18} {}", e["id"].as_str().unwrap_or(""), e["name"].as_str().unwrap_or(""),
-            e["ifname"].as_str().unwrap_or(""), e["address"].as_str().unwrap_or(""), e["mac"].as_str().unwrap_or(""));
+        println!(
+            "  {:<24} {:<16} {:<8} {:<18} {}",
+            e["id"].as_str().unwrap_or(""),
+            e["name"].as_str().unwrap_or(""),
+            e["ifname"].as_str().unwrap_or(""),
+            e["address"].as_str().unwrap_or(""),
+            e["mac"].as_str().unwrap_or("")
+        );
     }
     println!("remote endpoints:");
     for e in v["remote_endpoints"].as_array().into_iter().flatten() {
-        println!("  {:<16} {:<18} {:<16} vtep {:<16} node {}", e["name"].as_str().unwrap_or(""), e["ip"].as_str().unwrap_or(""),
-            e["mac"].as_str().unwrap_or(""), e["vtep"].as_str().unwrap_or(""), e["node"].as_str().unwrap_or(""));
+        println!(
+            "  {:<16} {:<18} {:<16} vtep {:<16} node {}",
+            e["name"].as_str().unwrap_or(""),
+            e["ip"].as_str().unwrap_or(""),
+            e["mac"].as_str().unwrap_or(""),
+            e["vtep"].as_str().unwrap_or(""),
+            e["node"].as_str().unwrap_or("")
+        );
     }
     let drift = v["drift"].as_array().cloned().unwrap_or_default();
     if drift.is_empty() {

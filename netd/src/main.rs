@@ -19,7 +19,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "netd", version, about = "Data plane for container overlay networks")]
+#[command(
+    name = "netd",
+    version,
+    about = "Data plane for container overlay networks"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -53,14 +57,17 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Run { config } => run(config),
         Cmd::Check { json } => std::process::exit(check::run(json)),
-        Cmd::Inspect { socket, json, what } => std::process::exit(inspect::run(&socket, json, what)),
+        Cmd::Inspect { socket, json, what } => {
+            std::process::exit(inspect::run(&socket, json, what))
+        }
     }
 }
 
 fn run(config: PathBuf) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NETD_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     let cfg = config::Config::load(&config)?;

@@ -33,7 +33,10 @@ pub fn network(state: &DesiredState, name_: &str, spec: &NetworkSpec) -> Result<
     if subnet.network() != subnet.addr() {
         return Err(ApiError::invalid(
             "subnet",
-            format!("subnet: {subnet} has host bits set (did you mean {}?)", subnet.trunc()),
+            format!(
+                "subnet: {subnet} has host bits set (did you mean {}?)",
+                subnet.trunc()
+            ),
         ));
     }
     if subnet.prefix_len() > 29 || subnet.prefix_len() < 8 {
@@ -74,10 +77,16 @@ pub fn network(state: &DesiredState, name_: &str, spec: &NetworkSpec) -> Result<
         if existing != spec {
             // Redefinition is allowed only when no local endpoint depends on what changes.
             let in_use = state.endpoints_on(name_).next().is_some();
-            if in_use && (existing.subnet != spec.subnet || existing.vni != spec.vni || existing.gateway != spec.gateway) {
+            if in_use
+                && (existing.subnet != spec.subnet
+                    || existing.vni != spec.vni
+                    || existing.gateway != spec.gateway)
+            {
                 return Err(ApiError::conflict(
                     "subnet",
-                    format!("network {name_:?} has endpoints; subnet, gateway and vni cannot change"),
+                    format!(
+                        "network {name_:?} has endpoints; subnet, gateway and vni cannot change"
+                    ),
                 ));
             }
         }
@@ -95,7 +104,10 @@ pub fn network(state: &DesiredState, name_: &str, spec: &NetworkSpec) -> Result<
         if o.subnet.contains(&spec.subnet) || spec.subnet.contains(&o.subnet) {
             return Err(ApiError::conflict(
                 "subnet",
-                format!("subnet: {} overlaps {} of network {other:?}", spec.subnet, o.subnet),
+                format!(
+                    "subnet: {} overlaps {} of network {other:?}",
+                    spec.subnet, o.subnet
+                ),
             ));
         }
     }
@@ -178,7 +190,11 @@ pub fn endpoint(state: &DesiredState, id: &str, spec: &EndpointSpec) -> Result<(
         if other != id && e.spec.netns == spec.netns && e.spec.ifname == spec.ifname {
             return Err(ApiError::conflict(
                 "ifname",
-                format!("ifname: {} in {} is already used by endpoint {other:?}", spec.ifname, spec.netns.display()),
+                format!(
+                    "ifname: {} in {} is already used by endpoint {other:?}",
+                    spec.ifname,
+                    spec.netns.display()
+                ),
             ));
         }
     }
@@ -186,7 +202,8 @@ pub fn endpoint(state: &DesiredState, id: &str, spec: &EndpointSpec) -> Result<(
 }
 
 pub fn spec_gateway(net: &NetworkSpec) -> std::net::Ipv4Addr {
-    net.gateway.unwrap_or_else(|| ipam::default_gateway(&net.subnet))
+    net.gateway
+        .unwrap_or_else(|| ipam::default_gateway(&net.subnet))
 }
 
 pub fn valid_unicast_mac(mac: &str) -> bool {
@@ -221,13 +238,40 @@ mod tests {
         let mut st = DesiredState::default();
         network(&st, "a", &spec("10.1.0.0/24", 4097)).unwrap();
         st.networks.insert("a".into(), spec("10.1.0.0/24", 4097));
-        assert_eq!(network(&st, "b", &spec("10.1.0.0/16", 4098)).unwrap_err().field.as_deref(), Some("subnet"));
-        assert_eq!(network(&st, "b", &spec("10.2.0.0/24", 4097)).unwrap_err().field.as_deref(), Some("vni"));
-        assert_eq!(network(&st, "b", &spec("10.2.0.0/24", 100)).unwrap_err().field.as_deref(), Some("vni"));
+        assert_eq!(
+            network(&st, "b", &spec("10.1.0.0/16", 4098))
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("subnet")
+        );
+        assert_eq!(
+            network(&st, "b", &spec("10.2.0.0/24", 4097))
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("vni")
+        );
+        assert_eq!(
+            network(&st, "b", &spec("10.2.0.0/24", 100))
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("vni")
+        );
         let mut s = spec("10.2.0.0/24", 4098);
         s.gateway = Some("10.3.0.1".parse().unwrap());
-        assert_eq!(network(&st, "b", &s).unwrap_err().field.as_deref(), Some("gateway"));
-        assert_eq!(network(&st, "b", &spec("10.2.0.1/24", 4098)).unwrap_err().field.as_deref(), Some("subnet"));
+        assert_eq!(
+            network(&st, "b", &s).unwrap_err().field.as_deref(),
+            Some("gateway")
+        );
+        assert_eq!(
+            network(&st, "b", &spec("10.2.0.1/24", 4098))
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("subnet")
+        );
         // idempotent re-PUT
         network(&st, "a", &spec("10.1.0.0/24", 4097)).unwrap();
     }

@@ -21,9 +21,14 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
         d.gossip.acknowledge_claims().await;
         let view = d.gossip.view().await;
         let per_net = |v: &crate::gossip::ClusterView| {
-            let mut m: BTreeMap<String, BTreeSet<(std::net::Ipv4Addr, String, std::net::Ipv4Addr)>> = BTreeMap::new();
+            let mut m: BTreeMap<
+                String,
+                BTreeSet<(std::net::Ipv4Addr, String, std::net::Ipv4Addr)>,
+            > = BTreeMap::new();
             for e in &v.endpoints {
-                m.entry(e.network.clone()).or_default().insert((e.ip, e.mac.clone(), e.vtep));
+                m.entry(e.network.clone())
+                    .or_default()
+                    .insert((e.ip, e.mac.clone(), e.vtep));
             }
             m
         };
@@ -35,7 +40,15 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             .chain(new.keys())
             .filter(|n| old.get(*n) != new.get(*n))
             .collect();
-        let local: BTreeSet<String> = d.shared.desired.read().expect("desired lock").networks.keys().cloned().collect();
+        let local: BTreeSet<String> = d
+            .shared
+            .desired
+            .read()
+            .expect("desired lock")
+            .networks
+            .keys()
+            .cloned()
+            .collect();
         for n in changed {
             if local.contains(n) {
                 d.reconciler.request(Scope::Network(n.clone()));
@@ -49,11 +62,18 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
 pub async fn periodic(d: Arc<Daemon>) {
     let grace = Duration::from_millis(d.shared.cfg.startup_sync_grace_ms);
     let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms);
-    tokio::time::sleep(grace.saturating_sub(d.shared.started.elapsed()) + Duration::from_millis(50)).await;
-    d.reconciler.request(Scope::All { verify_containers: false });
+    tokio::time::sleep(
+        grace.saturating_sub(d.shared.started.elapsed()) + Duration::from_millis(50),
+    )
+    .await;
+    d.reconciler.request(Scope::All {
+        verify_containers: false,
+    });
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        d.reconciler.request(Scope::All { verify_containers: false });
+        d.reconciler.request(Scope::All {
+            verify_containers: false,
+        });
     }
 }

@@ -64,9 +64,9 @@ api() {
 
 rig_cleanup() {
   local f ns
-  for f in "$RIG_DIR"/n*/pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  for f in "$RIG_DIR"/n*/pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   sleep 0.3
-  for f in "$RIG_DIR"/n*/pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
+  for f in "$RIG_DIR"/n*/pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
   for ns in $(ip netns list | awk '{print $1}' | grep -E "^($RIG-|nd-$RIG-)"); do
     ip netns del "$ns" 2>/dev/null || true
   done

@@ -16,10 +16,20 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid", Some(field.into()), message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some(field.into()),
+            message,
+        )
     }
     pub fn conflict(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", Some(field.into()), message)
+        Self::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            Some(field.into()),
+            message,
+        )
     }
     pub fn not_found(field: Option<&str>, message: impl Into<String>) -> Self {
         Self::new(
@@ -30,7 +40,12 @@ impl ApiError {
         )
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            None,
+            message,
+        )
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, message)
@@ -75,7 +90,11 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." { "body".to_string() } else { path };
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
         let msg = if inner.is_syntax() || inner.is_eof() {
             format!("malformed JSON: {inner}")
         } else {

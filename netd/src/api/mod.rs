@@ -25,11 +25,17 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/node", get(node))
         .route("/v1/networks", get(list_networks))
-        .route("/v1/networks/{name}", put(put_network).get(get_network).delete(delete_network))
+        .route(
+            "/v1/networks/{name}",
+            put(put_network).get(get_network).delete(delete_network),
+        )
         .route("/v1/endpoints", get(list_endpoints))
         .route(
             "/v1/endpoints/{id}",
-            put(put_endpoint).get(get_endpoint).delete(delete_endpoint).patch(patch_endpoint),
+            put(put_endpoint)
+                .get(get_endpoint)
+                .delete(delete_endpoint)
+                .patch(patch_endpoint),
         )
         .route("/v1/remote-endpoints", get(remote_endpoints))
         .route("/v1/cluster/keys", put(put_keys))
@@ -56,13 +62,23 @@ async fn list_networks(State(d): D) -> Response {
 async fn get_network(State(d): D, Path(name): Path<String>) -> Result<Response, ApiError> {
     d.network_view(&name)
         .map(|v| Json(v).into_response())
-        .ok_or_else(|| ApiError::not_found(Some("name"), format!("network {name:?} does not exist")))
+        .ok_or_else(|| {
+            ApiError::not_found(Some("name"), format!("network {name:?} does not exist"))
+        })
 }
 
-async fn put_network(State(d): D, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn put_network(
+    State(d): D,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let spec = parse_body(&body)?;
     let (view, created) = d.put_network(&name, spec).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(view)).into_response())
 }
 
@@ -72,7 +88,11 @@ struct Force {
     force: bool,
 }
 
-async fn delete_network(State(d): D, Path(name): Path<String>, Query(f): Query<Force>) -> Result<StatusCode, ApiError> {
+async fn delete_network(
+    State(d): D,
+    Path(name): Path<String>,
+    Query(f): Query<Force>,
+) -> Result<StatusCode, ApiError> {
     d.delete_network(&name, f.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -87,14 +107,26 @@ async fn get_endpoint(State(d): D, Path(id): Path<String>) -> Result<Response, A
         .ok_or_else(|| ApiError::not_found(Some("id"), format!("endpoint {id:?} does not exist")))
 }
 
-async fn put_endpoint(State(d): D, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn put_endpoint(
+    State(d): D,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let spec = parse_body(&body)?;
     let (view, created) = d.put_endpoint(&id, spec).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(view)).into_response())
 }
 
-async fn patch_endpoint(State(d): D, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn patch_endpoint(
+    State(d): D,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let patch = parse_body(&body)?;
     Ok(Json(d.patch_endpoint(&id, patch).await?).into_response())
 }

@@ -54,7 +54,9 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<CheckedListener> {
 
 impl CheckedListener {
     fn allowed(&self, s: &UnixStream) -> bool {
-        let Ok(cred) = s.peer_cred() else { return false };
+        let Ok(cred) = s.peer_cred() else {
+            return false;
+        };
         let me = unsafe { libc::geteuid() };
         cred.uid() == 0 || cred.uid() == me || self.allowed_gid.is_some_and(|g| cred.gid() == g)
     }
@@ -70,7 +72,10 @@ impl Listener for CheckedListener {
                 Ok((s, _)) if self.allowed(&s) => return (s, ()),
                 Ok((s, _)) => {
                     let cred = s.peer_cred().ok();
-                    tracing::warn!(?cred, "refusing API connection: peer credentials not allowed");
+                    tracing::warn!(
+                        ?cred,
+                        "refusing API connection: peer credentials not allowed"
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "API accept failed");

@@ -200,6 +200,8 @@ pub struct NodeView {
     pub peers: Vec<PeerView>,
     /// Key tags (first 8 hex digits of SHA-256 of each key), never key material.
     pub gossip_key_tags: Vec<String>,
+    /// Gossip datagrams dropped because they did not authenticate with any cluster key.
+    pub gossip_rejected: u64,
     pub ready: bool,
 }
 

@@ -40,19 +40,29 @@ fn claims_of(g: &chitchat::Chitchat, network: &str) -> Vec<(String, u32, bool)> 
 
 impl Gossip {
     /// Claims a free block of `subnet` for `network` and returns it once confirmed.
-    pub async fn claim_block(&self, network: &str, subnet: &Ipv4Net, timeout: Duration) -> Result<u32> {
+    pub async fn claim_block(
+        &self,
+        network: &str,
+        subnet: &Ipv4Net,
+        timeout: Duration,
+    ) -> Result<u32> {
         let deadline = Instant::now() + timeout;
         let cc = self.handle.chitchat();
         let mut skip: BTreeSet<u32> = BTreeSet::new();
         loop {
             if Instant::now() > deadline {
-                bail!("could not confirm an address block of {network} with the live peers in time");
+                bail!(
+                    "could not confirm an address block of {network} with the live peers in time"
+                );
             }
             // Pick the lowest block nobody claims.
             let (block, version) = {
                 let mut g = cc.lock().await;
-                let taken: BTreeSet<u32> = claims_of(&g, network).into_iter().map(|c| c.1).collect();
-                let Some(block) = (0..ipam::block_count(subnet)).find(|b| !taken.contains(b) && !skip.contains(b)) else {
+                let taken: BTreeSet<u32> =
+                    claims_of(&g, network).into_iter().map(|c| c.1).collect();
+                let Some(block) = (0..ipam::block_count(subnet))
+                    .find(|b| !taken.contains(b) && !skip.contains(b))
+                else {
                     bail!("no free address block left in {subnet}");
                 };
                 let key = claim_key(network, block);
@@ -67,7 +77,9 @@ impl Gossip {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 if Instant::now() > deadline {
                     cc.lock().await.self_node_state().delete(&key);
-                    bail!("peers did not acknowledge the claim of block {block} of {network} in time");
+                    bail!(
+                        "peers did not acknowledge the claim of block {block} of {network} in time"
+                    );
                 }
                 let mut g = cc.lock().await;
                 let me = g.self_chitchat_id().clone();
@@ -80,9 +92,13 @@ impl Gossip {
                 if !acked {
                     continue;
                 }
-                let lose = claims_of(&g, network).into_iter().any(|(node, b, confirmed)| {
-                    b == block && node != *me.node_id && (confirmed || node.as_str() < &*me.node_id)
-                });
+                let lose = claims_of(&g, network)
+                    .into_iter()
+                    .any(|(node, b, confirmed)| {
+                        b == block
+                            && node != *me.node_id
+                            && (confirmed || node.as_str() < &*me.node_id)
+                    });
                 if lose {
                     g.self_node_state().delete(&key);
                     skip.insert(block);
@@ -133,7 +149,10 @@ impl Gossip {
         let changed = !updates.is_empty();
         for (k, v) in updates {
             // Drop acknowledgements of the peer's earlier incarnations.
-            let node_prefix = k.rsplit_once(':').map(|(p, _)| format!("{p}:")).unwrap_or_default();
+            let node_prefix = k
+                .rsplit_once(':')
+                .map(|(p, _)| format!("{p}:"))
+                .unwrap_or_default();
             let stale: Vec<String> = g
                 .self_node_state()
                 .key_values()

@@ -44,7 +44,8 @@ impl Keyring {
     }
 
     pub fn set(&self, secrets: &[String]) {
-        *self.keys.write().expect("keyring lock") = secrets.iter().map(|s| GossipKey::derive(s)).collect();
+        *self.keys.write().expect("keyring lock") =
+            secrets.iter().map(|s| GossipKey::derive(s)).collect();
     }
 
     pub fn primary(&self) -> GossipKey {
@@ -61,6 +62,11 @@ impl Keyring {
     }
 
     pub fn tags(&self) -> Vec<String> {
-        self.keys.read().expect("keyring lock").iter().map(GossipKey::tag_hex).collect()
+        self.keys
+            .read()
+            .expect("keyring lock")
+            .iter()
+            .map(GossipKey::tag_hex)
+            .collect()
     }
 }

@@ -21,7 +21,6 @@ use transport::{SealedTransport, Stats};
 
 pub struct Gossip {
     handle: ChitchatHandle,
-    pub me: String,
     pub keyring: Arc<Keyring>,
     pub stats: Arc<Stats>,
 }
@@ -35,13 +34,20 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    pub fn endpoints_on<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a RemoteEndpointView> + 'a {
+    pub fn endpoints_on<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> impl Iterator<Item = &'a RemoteEndpointView> + 'a {
         self.endpoints.iter().filter(move |e| e.network == network)
     }
 }
 
 impl Gossip {
-    pub async fn start(cfg: &Config, keys: &[String], initial: Vec<(String, String)>) -> Result<Gossip> {
+    pub async fn start(
+        cfg: &Config,
+        keys: &[String],
+        initial: Vec<(String, String)>,
+    ) -> Result<Gossip> {
         let keyring = Arc::new(Keyring::new(keys));
         let stats = Arc::new(Stats::default());
         let bind = cfg.gossip_bind();
@@ -72,11 +78,18 @@ impl Gossip {
             catchup_callback: None,
             extra_liveness_predicate: None,
         };
-        let transport = SealedTransport { keyring: keyring.clone(), stats: stats.clone() };
+        let transport = SealedTransport {
+            keyring: keyring.clone(),
+            stats: stats.clone(),
+        };
         let handle = spawn_chitchat(config, initial, &transport)
             .await
             .context("starting gossip")?;
-        Ok(Gossip { handle, me: cfg.node_name.clone(), keyring, stats })
+        Ok(Gossip {
+            handle,
+            keyring,
+            stats,
+        })
     }
 
     pub async fn set(&self, key: String, value: String) {
@@ -160,7 +173,9 @@ impl Gossip {
             let is_live = live.contains(id);
             let mut count = 0;
             for (key, value) in st.key_values() {
-                let Some((network, eid)) = parse_endpoint_key(key) else { continue };
+                let Some((network, eid)) = parse_endpoint_key(key) else {
+                    continue;
+                };
                 count += 1;
                 if !is_live {
                     continue;
@@ -191,9 +206,5 @@ impl Gossip {
             });
         }
         view
-    }
-
-    pub fn handle(&self) -> &ChitchatHandle {
-        &self.handle
     }
 }

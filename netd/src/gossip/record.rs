@@ -55,8 +55,14 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        assert_eq!(parse_endpoint_key(&endpoint_key("net-a", "ep:1")), Some(("net-a", "ep:1")));
-        assert_eq!(parse_claim_key(&claim_key("net-a", 12)), Some(("net-a", 12)));
+        assert_eq!(
+            parse_endpoint_key(&endpoint_key("net-a", "ep:1")),
+            Some(("net-a", "ep:1"))
+        );
+        assert_eq!(
+            parse_claim_key(&claim_key("net-a", 12)),
+            Some(("net-a", 12))
+        );
         assert_eq!(parse_claim_key("ipam:x:y"), None);
     }
 
@@ -72,7 +78,10 @@ mod tests {
             disabled: false,
         };
         let j = serde_json::to_string(&r).unwrap();
-        assert_eq!(j, r#"{"ip":"10.0.0.2","mac":"02:42:0a:00:00:02","vtep":"192.168.1.1","name":"web"}"#);
+        assert_eq!(
+            j,
+            r#"{"ip":"10.0.0.2","mac":"02:42:0a:00:00:02","vtep":"192.168.1.1","name":"web"}"#
+        );
         assert_eq!(serde_json::from_str::<EndpointRecord>(&j).unwrap(), r);
     }
 }

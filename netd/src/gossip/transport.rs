@@ -95,7 +95,13 @@ pub fn seal(keyring: &Keyring, msg_id: u32, plain: &[u8]) -> Vec<Vec<u8>> {
             rand::thread_rng().fill_bytes(&mut nonce);
             let ct = key
                 .cipher
-                .encrypt(Nonce::from_slice(&nonce), Payload { msg: chunk, aad: &out[..HEADER] })
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: chunk,
+                        aad: &out[..HEADER],
+                    },
+                )
                 .expect("encryption of a bounded buffer cannot fail");
             out.extend_from_slice(&nonce);
             out.extend_from_slice(&ct);
@@ -118,7 +124,13 @@ pub fn open(keyring: &Keyring, d: &[u8]) -> Option<(u32, u8, u8, Vec<u8>)> {
     let nonce = &d[HEADER..HEADER + NONCE];
     let plain = key
         .cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: &d[HEADER + NONCE..], aad: &d[..HEADER] })
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: &d[HEADER + NONCE..],
+                aad: &d[..HEADER],
+            },
+        )
         .ok()?;
     Some((msg_id, frag, nfrags, plain))
 }
@@ -171,9 +183,17 @@ impl Socket for SealedSocket {
 }
 
 impl SealedSocket {
-    fn reassemble(&mut self, from: SocketAddr, id: u32, frag: u8, nfrags: u8, part: Vec<u8>) -> Option<Vec<u8>> {
+    fn reassemble(
+        &mut self,
+        from: SocketAddr,
+        id: u32,
+        frag: u8,
+        nfrags: u8,
+        part: Vec<u8>,
+    ) -> Option<Vec<u8>> {
         let now = Instant::now();
-        self.pending.retain(|_, p| now.duration_since(p.since) < PENDING_TTL);
+        self.pending
+            .retain(|_, p| now.duration_since(p.since) < PENDING_TTL);
         if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&(from, id)) {
             return None;
         }
@@ -204,7 +224,10 @@ mod tests {
         let k2 = Keyring::new(&["another-secret".into()]);
         let d = seal(&k1, 7, b"hello");
         assert_eq!(d.len(), 1);
-        assert!(!d[0].windows(5).any(|w| w == b"hello"), "plaintext visible on the wire");
+        assert!(
+            !d[0].windows(5).any(|w| w == b"hello"),
+            "plaintext visible on the wire"
+        );
         assert_eq!(open(&k1, &d[0]).unwrap(), (7, 0, 1, b"hello".to_vec()));
         assert!(open(&k2, &d[0]).is_none());
         // tampering breaks authentication, header included

@@ -62,8 +62,13 @@ pub fn run(ns: &Ns, prog: &str, args: &[&str]) -> Result<String> {
 /// Runs `prog args... --json`-style commands and parses the output.
 pub fn json<T: serde::de::DeserializeOwned>(ns: &Ns, prog: &str, args: &[&str]) -> Result<T> {
     let out = run(ns, prog, args)?;
-    let text = if out.trim().is_empty() { "[]" } else { out.trim() };
-    serde_json::from_str(text).with_context(|| format!("parsing output of {prog} {}", args.join(" ")))
+    let text = if out.trim().is_empty() {
+        "[]"
+    } else {
+        out.trim()
+    };
+    serde_json::from_str(text)
+        .with_context(|| format!("parsing output of {prog} {}", args.join(" ")))
 }
 
 /// Feeds `lines` to `prog -batch -` in `ns`: one process for many changes, stops at the first

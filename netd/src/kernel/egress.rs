@@ -49,7 +49,10 @@ pub fn apply_ruleset(subnet: &Ipv4Net) -> Result<()> {
         .write_all(ruleset(subnet).as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        anyhow::bail!("nft -f failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        anyhow::bail!(
+            "nft -f failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -57,11 +60,4 @@ pub fn apply_ruleset(subnet: &Ipv4Net) -> Result<()> {
 /// Routing between the container legs and the underlay.
 pub fn enable_forwarding() -> Result<()> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling net.ipv4.ip_forward")
-}
-
-pub fn delete_table() -> Result<()> {
-    if table_present() {
-        run(&Ns::Node, "nft", &["delete", "table", "ip", TABLE])?;
-    }
-    Ok(())
 }

@@ -9,34 +9,18 @@ use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Link {
-    pub ifindex: u32,
     pub ifname: String,
     #[serde(default)]
     pub mtu: u32,
     #[serde(default)]
     pub master: Option<String>,
     #[serde(default)]
-    pub address: Option<String>,
-    #[serde(default)]
     pub flags: Vec<String>,
-    #[serde(default)]
-    pub linkinfo: Option<LinkInfo>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct LinkInfo {
-    #[serde(default)]
-    pub info_kind: Option<String>,
-    #[serde(default)]
-    pub info_data: Option<serde_json::Value>,
 }
 
 impl Link {
     pub fn is_up(&self) -> bool {
         self.flags.iter().any(|f| f == "UP")
-    }
-    pub fn kind(&self) -> Option<&str> {
-        self.linkinfo.as_ref()?.info_kind.as_deref()
     }
 }
 
@@ -93,7 +77,9 @@ pub fn underlay_for(addr: Ipv4Addr) -> Result<(String, u32)> {
                 .any(|a| a.family == "inet" && a.local == addr.to_string())
         })
         .map(|i| (i.ifname, i.mtu))
-        .with_context(|| format!("advertise_addr {addr} is not configured on any interface of this namespace"))
+        .with_context(|| {
+            format!("advertise_addr {addr} is not configured on any interface of this namespace")
+        })
 }
 
 /// Ensures a bridge `name` in `ns` with `addr` (if any), `mtu`, up. Existing bridges are adopted.
@@ -106,9 +92,7 @@ pub fn ensure_bridge(ns: &Ns, name: &str, addr: Option<Ipv4Net>, mtu: u32) -> Re
         cmds.push(format!("link set {name} mtu {mtu}"));
     }
     if let Some(a) = addr {
-        let have = addresses(ns)?
-            .into_iter()
-            .any(|(i, n)| i == name && n == a);
+        let have = addresses(ns)?.into_iter().any(|(i, n)| i == name && n == a);
         if !have {
             cmds.push(format!("addr replace {a} dev {name}"));
         }
@@ -139,10 +123,23 @@ pub fn ensure_vxlan(sandbox: &str, bridge: &str, p: &VxlanParams) -> Result<()> 
                 &Ns::Node,
                 "ip",
                 &[
-                    "link", "add", p.name, "mtu", &p.mtu.to_string(), "type", "vxlan",
-                    "id", &p.vni.to_string(), "local", &p.local.to_string(),
-                    "dstport", &p.port.to_string(), "dev", p.underlay_dev,
-                    "nolearning", "proxy",
+                    "link",
+                    "add",
+                    p.name,
+                    "mtu",
+                    &p.mtu.to_string(),
+                    "type",
+                    "vxlan",
+                    "id",
+                    &p.vni.to_string(),
+                    "local",
+                    &p.local.to_string(),
+                    "dstport",
+                    &p.port.to_string(),
+                    "dev",
+                    p.underlay_dev,
+                    "nolearning",
+                    "proxy",
                 ],
             )?;
         }
@@ -189,9 +186,20 @@ pub fn ensure_veth(
         // Create from inside the container so the container end never appears elsewhere;
         // the host end goes straight to its namespace.
         let mut args = vec![
-            "link".to_string(), "add".into(), c.ifname.into(), "mtu".into(), c.mtu.to_string(),
-            "address".into(), c.mac.into(), "type".into(), "veth".into(), "peer".into(),
-            "name".into(), host_end.into(), "mtu".into(), c.mtu.to_string(),
+            "link".to_string(),
+            "add".into(),
+            c.ifname.into(),
+            "mtu".into(),
+            c.mtu.to_string(),
+            "address".into(),
+            c.mac.into(),
+            "type".into(),
+            "veth".into(),
+            "peer".into(),
+            "name".into(),
+            host_end.into(),
+            "mtu".into(),
+            c.mtu.to_string(),
         ];
         if let Some(n) = host_ns_name {
             args.push("netns".into());
@@ -251,6 +259,9 @@ mod tests {
         let n = super::host_end_name("ve", "some-very-long-endpoint-id-0123456789");
         assert_eq!(n.len(), 14);
         assert!(n.starts_with("ve"));
-        assert_eq!(n, super::host_end_name("ve", "some-very-long-endpoint-id-0123456789"));
+        assert_eq!(
+            n,
+            super::host_end_name("ve", "some-very-long-endpoint-id-0123456789")
+        );
     }
 }

@@ -25,7 +25,10 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[derive(Deserialize)]
@@ -83,8 +86,10 @@ impl NeighPlan {
         neigh: &BTreeMap<Ipv4Addr, [u8; 6]>,
         keep_extra: bool,
     ) -> NeighPlan {
-        let want_fdb: BTreeMap<[u8; 6], Ipv4Addr> = remotes.iter().map(|r| (r.mac, r.vtep)).collect();
-        let want_neigh: BTreeMap<Ipv4Addr, [u8; 6]> = remotes.iter().map(|r| (r.ip, r.mac)).collect();
+        let want_fdb: BTreeMap<[u8; 6], Ipv4Addr> =
+            remotes.iter().map(|r| (r.mac, r.vtep)).collect();
+        let want_neigh: BTreeMap<Ipv4Addr, [u8; 6]> =
+            remotes.iter().map(|r| (r.ip, r.mac)).collect();
         let mut p = NeighPlan::default();
         for (mac, vtep) in &want_fdb {
             if fdb.get(mac) != Some(vtep) {
@@ -121,21 +126,23 @@ pub fn apply(sandbox: &Ns, dev: &str, p: &NeighPlan) -> Result<()> {
         .iter()
         .map(|(m, v)| format!("fdb del {} dev {dev} dst {v} self", fmt_mac(m)))
         .collect();
-    br.extend(
-        p.fdb_set
-            .iter()
-            .map(|(m, v)| format!("fdb replace {} dev {dev} dst {v} self permanent", fmt_mac(m))),
-    );
+    br.extend(p.fdb_set.iter().map(|(m, v)| {
+        format!(
+            "fdb replace {} dev {dev} dst {v} self permanent",
+            fmt_mac(m)
+        )
+    }));
     let mut ip: Vec<String> = p
         .neigh_del
         .iter()
         .map(|i| format!("neigh del {i} dev {dev}"))
         .collect();
-    ip.extend(
-        p.neigh_set
-            .iter()
-            .map(|(i, m)| format!("neigh replace {i} lladdr {} dev {dev} nud permanent", fmt_mac(m))),
-    );
+    ip.extend(p.neigh_set.iter().map(|(i, m)| {
+        format!(
+            "neigh replace {i} lladdr {} dev {dev} nud permanent",
+            fmt_mac(m)
+        )
+    }));
     batch(sandbox, "bridge", &br)?;
     batch(sandbox, "ip", &ip)
 }
@@ -167,7 +174,10 @@ mod tests {
         neigh.insert(r(9, 1).ip, r(9, 1).mac);
         let want = [r(2, 1), r(3, 2), r(4, 3)];
         let p = NeighPlan::compute(&want, &fdb, &neigh, false);
-        assert_eq!(p.fdb_set, vec![(r(3, 2).mac, r(3, 2).vtep), (r(4, 3).mac, r(4, 3).vtep)]);
+        assert_eq!(
+            p.fdb_set,
+            vec![(r(3, 2).mac, r(3, 2).vtep), (r(4, 3).mac, r(4, 3).vtep)]
+        );
         assert!(p.fdb_del.contains(&(r(3, 1).mac, r(3, 1).vtep)));
         assert!(p.fdb_del.contains(&(r(9, 1).mac, r(9, 1).vtep)));
         assert_eq!(p.neigh_set, vec![(r(4, 3).ip, r(4, 3).mac)]);
@@ -179,7 +189,10 @@ mod tests {
 
     #[test]
     fn mac_round_trip() {
-        assert_eq!(fmt_mac(&parse_mac("02:42:0A:00:00:01").unwrap()), "02:42:0a:00:00:01");
+        assert_eq!(
+            fmt_mac(&parse_mac("02:42:0A:00:00:01").unwrap()),
+            "02:42:0a:00:00:01"
+        );
         assert!(parse_mac("02:42").is_none());
     }
 }

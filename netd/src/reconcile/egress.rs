@@ -33,7 +33,12 @@ pub fn reconcile(shared: &Shared, desired: &DesiredState, verify_containers: boo
     let subnet = shared.cfg.gwbridge_subnet;
     let gw = gateway(shared);
     let mtu = shared.facts.underlay_mtu;
-    link::ensure_bridge(&Ns::Node, BRIDGE, Some(Ipv4Net::new(gw, subnet.prefix_len())?), mtu)?;
+    link::ensure_bridge(
+        &Ns::Node,
+        BRIDGE,
+        Some(Ipv4Net::new(gw, subnet.prefix_len())?),
+        mtu,
+    )?;
     if !egress::table_present() {
         egress::apply_ruleset(&subnet)?;
     }
@@ -46,7 +51,9 @@ pub fn reconcile(shared: &Shared, desired: &DesiredState, verify_containers: boo
     let mut wanted = BTreeSet::new();
     let mut errors = Vec::new();
     for netns in &need {
-        let Some(ip) = desired.egress.get(netns) else { continue };
+        let Some(ip) = desired.egress.get(netns) else {
+            continue;
+        };
         let he = host_end(netns);
         wanted.insert(he.clone());
         let mac = ipam::mac_for(*ip);
@@ -69,7 +76,10 @@ pub fn reconcile(shared: &Shared, desired: &DesiredState, verify_containers: boo
             errors.push(format!("egress leg for {}: {e:#}", netns.display()));
         }
     }
-    for stray in present.iter().filter(|n| n.starts_with(HOST_END_PREFIX) && n.len() == 14 && !wanted.contains(*n)) {
+    for stray in present
+        .iter()
+        .filter(|n| n.starts_with(HOST_END_PREFIX) && n.len() == 14 && !wanted.contains(*n))
+    {
         link::delete(&Ns::Node, stray)?;
     }
     if errors.is_empty() {

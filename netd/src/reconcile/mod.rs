@@ -72,9 +72,13 @@ impl Reconciler {
     pub async fn run(&self, scope: Scope) -> Result<(), String> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Job { scope, done: Some(done) })
+            .send(Job {
+                scope,
+                done: Some(done),
+            })
             .map_err(|_| "reconcile thread is gone".to_string())?;
-        rx.await.map_err(|_| "reconcile thread is gone".to_string())?
+        rx.await
+            .map_err(|_| "reconcile thread is gone".to_string())?
     }
 
     /// Queues a reconcile without waiting.
@@ -121,7 +125,8 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
     let desired = shared.desired.read().expect("desired lock").clone();
     let view = shared.view.read().expect("view lock").clone();
     // Right after a start, remote entries already in the kernel stay until gossip caught up.
-    let keep_extra = shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128;
+    let keep_extra =
+        shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128;
     let mut first_err: Option<anyhow::Error> = None;
     let mut note = |r: Result<()>| {
         if let Err(e) = r {
@@ -134,16 +139,34 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
     };
     match scope {
         Scope::Network(name) => {
-            note(network::reconcile(shared, &desired, &view, name, false, keep_extra));
+            note(network::reconcile(
+                shared, &desired, &view, name, false, keep_extra,
+            ));
         }
         Scope::All { verify_containers } => {
             for name in desired.networks.keys() {
-                note(network::reconcile(shared, &desired, &view, name, *verify_containers, keep_extra));
+                note(network::reconcile(
+                    shared,
+                    &desired,
+                    &view,
+                    name,
+                    *verify_containers,
+                    keep_extra,
+                ));
             }
         }
     }
     note(network::sweep_sandboxes(shared, &desired));
-    note(egress::reconcile(shared, &desired, matches!(scope, Scope::All { verify_containers: true })));
+    note(egress::reconcile(
+        shared,
+        &desired,
+        matches!(
+            scope,
+            Scope::All {
+                verify_containers: true
+            }
+        ),
+    ));
     match first_err {
         Some(e) => Err(e),
         None => Ok(()),

@@ -31,7 +31,13 @@ pub fn remotes(desired: &DesiredState, view: &ClusterView, network: &str) -> Vec
     let mut v: Vec<Remote> = view
         .endpoints_on(network)
         .filter(|e| !local_ips.contains(&e.ip))
-        .filter_map(|e| Some(Remote { ip: e.ip, mac: neigh::parse_mac(&e.mac)?, vtep: e.vtep }))
+        .filter_map(|e| {
+            Some(Remote {
+                ip: e.ip,
+                mac: neigh::parse_mac(&e.mac)?,
+                vtep: e.vtep,
+            })
+        })
         .collect();
     v.sort();
     v
@@ -101,13 +107,21 @@ pub fn reconcile(
             errors.push(format!("endpoint {id}: {e:#}"));
         }
     }
-    for stray in present.iter().filter(|n| n.starts_with(HOST_END_PREFIX) && n.len() == 14 && !wanted.contains(*n)) {
+    for stray in present
+        .iter()
+        .filter(|n| n.starts_with(HOST_END_PREFIX) && n.len() == 14 && !wanted.contains(*n))
+    {
         link::delete(&sb, stray)?;
     }
 
     // Remote endpoints.
     let want = remotes(desired, view, name);
-    let plan = NeighPlan::compute(&want, &neigh::fdb(&sb, &vx)?, &neigh::neighbors(&sb, &vx)?, keep_extra);
+    let plan = NeighPlan::compute(
+        &want,
+        &neigh::fdb(&sb, &vx)?,
+        &neigh::neighbors(&sb, &vx)?,
+        keep_extra,
+    );
     if !plan.is_empty() {
         tracing::debug!(network = name, ?plan, "neighbor plan");
         neigh::apply(&sb, &vx, &plan)?;

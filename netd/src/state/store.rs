@@ -37,7 +37,8 @@ impl Store {
         let path = self.dir.join(FILE);
         let bytes = serde_json::to_vec_pretty(state).context("serializing state")?;
         {
-            let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            let mut f =
+                File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
