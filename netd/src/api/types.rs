@@ -111,6 +111,9 @@ pub struct EndpointSpec {
     pub aliases: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSpec>,
+    /// Free-form labels (e.g. `owner: cni`, so CNI GC only touches its own attachments).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `PATCH /v1/endpoints/{id}` body.
