@@ -2,7 +2,7 @@
 # Installs everything netd's build, demo and tests need on a fresh Debian bookworm machine (root).
 # Idempotent: packages already present are skipped quickly.
 set -euo pipefail
-PKGS=(iproute2 nftables tcpdump iperf3 iputils-ping curl jq util-linux procps psmisc
+PKGS=(iproute2 nftables tcpdump iperf3 iputils-ping curl jq util-linux procps psmisc dnsutils dnsmasq-base
       ca-certificates build-essential pkg-config python3)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -44,6 +44,20 @@ pub struct Config {
     /// so that a restart does not flap the data path while gossip catches up.
     #[serde(default = "default_sync_grace_ms")]
     pub startup_sync_grace_ms: u64,
+    /// Upstream resolvers for names netd does not own (`ip` or `ip:port`); default: the
+    /// `nameserver` lines of `dns_resolv_conf`.
+    #[serde(default)]
+    pub dns_upstreams: Vec<String>,
+    #[serde(default = "default_resolv_conf")]
+    pub dns_resolv_conf: PathBuf,
+    /// Forwarded queries in flight at most; beyond it queries are dropped.
+    #[serde(default = "default_dns_inflight")]
+    pub dns_max_inflight: usize,
+    #[serde(default = "default_dns_timeout_ms")]
+    pub dns_upstream_timeout_ms: u64,
+    /// TTL of the records netd answers itself.
+    #[serde(default = "default_dns_ttl")]
+    pub dns_ttl: u32,
 }
 
 fn default_data_port() -> u16 {
@@ -66,6 +80,19 @@ fn default_gossip_ms() -> u64 {
 }
 fn default_sync_grace_ms() -> u64 {
     5000
+}
+
+fn default_resolv_conf() -> PathBuf {
+    PathBuf::from("/etc/resolv.conf")
+}
+fn default_dns_inflight() -> usize {
+    1024
+}
+fn default_dns_timeout_ms() -> u64 {
+    1500
+}
+fn default_dns_ttl() -> u32 {
+    5
 }
 
 pub const GOSSIP_PORT: u16 = 7946;
@@ -99,10 +126,32 @@ impl Config {
         if self.gossip_keys.iter().any(|k| k.len() < 8) {
             bail!("gossip_keys: each key must be at least 8 characters");
         }
+        self.dns_upstreams()?;
         if self.gwbridge_subnet.prefix_len() > 28 {
             bail!("gwbridge_subnet: prefix must be /28 or larger");
         }
         Ok(())
+    }
+
+    /// Upstream resolvers: configured ones, or the resolv.conf's.
+    pub fn dns_upstreams(&self) -> Result<Vec<SocketAddr>> {
+        if self.dns_upstreams.is_empty() {
+            let text = std::fs::read_to_string(&self.dns_resolv_conf).unwrap_or_default();
+            return Ok(crate::dns::forward::parse_resolv_conf(&text));
+        }
+        self.dns_upstreams
+            .iter()
+            .map(|u| {
+                u.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        u.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        anyhow::anyhow!("dns_upstreams: {u:?} is not an address (ip or ip:port)")
+                    })
+            })
+            .collect()
     }
 
     pub fn gossip_bind(&self) -> SocketAddr {

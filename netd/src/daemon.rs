@@ -44,7 +44,15 @@ impl Daemon {
         let gossip = Gossip::start(&cfg, &keys, initial).await?;
         tracing::info!(node = %cfg.node_name, %underlay_dev, underlay_mtu, networks = desired.networks.len(),
             endpoints = desired.endpoints.len(), "netd starting");
+        let forwarder = crate::dns::forward::Forwarder::new(
+            cfg.dns_upstreams()?,
+            Duration::from_millis(cfg.dns_upstream_timeout_ms),
+            cfg.dns_max_inflight,
+        );
+        let dns =
+            crate::dns::DnsService::new(forwarder, cfg.dns_ttl, tokio::runtime::Handle::current());
         let shared = Arc::new(Shared {
+            dns,
             cfg,
             facts: NodeFacts {
                 underlay_dev,
@@ -380,6 +388,11 @@ impl Daemon {
         self.gossip
             .publish_endpoint(&ep.spec.network, id, &self.record(&ep))
             .await;
+        // Local DNS answers change at once (drained tasks leave service answers).
+        self.reconciler
+            .run(Scope::Network(ep.spec.network.clone()))
+            .await
+            .map_err(ApiError::internal)?;
         Ok(self.endpoint_view(id).expect("exists"))
     }
 
@@ -421,6 +434,19 @@ impl Daemon {
             remote_endpoints: v.endpoints.len(),
             peers: v.peers,
             gossip_key_tags: self.gossip.keyring.tags(),
+            dns: {
+                let f = &self.shared.dns.shared.forwarder;
+                let ld =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                DnsStats {
+                    upstreams: f.upstreams().iter().map(|u| u.to_string()).collect(),
+                    served_containers: self.shared.dns.served().len(),
+                    forwarded: ld(&f.stats.forwarded),
+                    cache_hits: ld(&f.stats.cache_hits),
+                    failures: ld(&f.stats.failures),
+                    dropped: ld(&f.stats.dropped),
+                }
+            },
             gossip_rejected: self
                 .gossip
                 .stats

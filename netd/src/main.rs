@@ -5,6 +5,7 @@ mod check;
 mod client;
 mod config;
 mod daemon;
+mod dns;
 mod gossip;
 mod inspect;
 mod ipam;
@@ -67,7 +68,7 @@ fn run(config: PathBuf) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
         )
         .init();
     let cfg = config::Config::load(&config)?;

@@ -205,7 +205,18 @@ pub struct NodeView {
     pub gossip_key_tags: Vec<String>,
     /// Gossip datagrams dropped because they did not authenticate with any cluster key.
     pub gossip_rejected: u64,
+    pub dns: DnsStats,
     pub ready: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsStats {
+    pub upstreams: Vec<String>,
+    pub served_containers: usize,
+    pub forwarded: u64,
+    pub cache_hits: u64,
+    pub failures: u64,
+    pub dropped: u64,
 }
 
 /// Every error body: `{"error": {...}}`.

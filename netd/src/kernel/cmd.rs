@@ -71,6 +71,31 @@ pub fn json<T: serde::de::DeserializeOwned>(ns: &Ns, prog: &str, args: &[&str]) 
         .with_context(|| format!("parsing output of {prog} {}", args.join(" ")))
 }
 
+/// Runs `prog args...` in `ns` with `input` on stdin.
+pub fn with_stdin(ns: &Ns, prog: &str, args: &[&str], input: &str) -> Result<()> {
+    let mut child = command(ns, prog)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {prog}"))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{prog} {} (in {ns:?}) failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Feeds `lines` to `prog -batch -` in `ns`: one process for many changes, stops at the first
 /// failing line.
 pub fn batch(ns: &Ns, prog: &str, lines: &[String]) -> Result<()> {

@@ -1,11 +1,9 @@
 //! Egress for non-internal networks: a node-local gateway bridge (`netd_gw`, Docker's
 //! docker_gwbridge) with masquerade by nftables, and per-container legs on it.
 
-use super::cmd::{run, Ns};
+use super::cmd::{run, with_stdin, Ns};
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 pub const BRIDGE: &str = "netd_gw";
 pub const TABLE: &str = "netd";
@@ -36,25 +34,7 @@ pub fn table_present() -> bool {
 
 /// Loads the ruleset atomically (one nft transaction).
 pub fn apply_ruleset(subnet: &Ipv4Net) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawning nft")?;
-    child
-        .stdin
-        .take()
-        .context("nft stdin")?
-        .write_all(ruleset(subnet).as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "nft -f failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    with_stdin(&Ns::Node, "nft", &["-f", "-"], &ruleset(subnet))
 }
 
 /// Routing between the container legs and the underlay.

@@ -227,6 +227,8 @@ pub fn ensure_veth(
 pub fn configure_container_side(c: &ContainerIf) -> Result<()> {
     let cns = Ns::path(c.netns);
     let mut cmds = vec![
+        // the embedded resolver at 127.0.0.11 needs loopback
+        "link set lo up".to_string(),
         format!("link set {} mtu {}", c.ifname, c.mtu),
         format!("addr replace {} dev {}", c.addr, c.ifname),
         format!("link set {} up", c.ifname),

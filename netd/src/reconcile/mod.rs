@@ -2,6 +2,7 @@
 //! periodic drift repair all end here, as jobs on one dedicated thread (kernel changes are
 //! serialized, and namespace-switching commands never run on async runtime workers).
 
+mod dns;
 mod egress;
 mod network;
 
@@ -24,6 +25,7 @@ pub struct NodeFacts {
 /// What reconcile reads: the desired state and the cluster view.
 pub struct Shared {
     pub cfg: Config,
+    pub dns: crate::dns::DnsService,
     pub facts: NodeFacts,
     pub desired: RwLock<DesiredState>,
     pub view: RwLock<ClusterView>,
@@ -127,6 +129,9 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
     // Right after a start, remote entries already in the kernel stay until gossip caught up.
     let keep_extra =
         shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128;
+    shared
+        .dns
+        .set_index(crate::dns::index::DnsIndex::build(&desired, &view));
     let mut first_err: Option<anyhow::Error> = None;
     let mut note = |r: Result<()>| {
         if let Err(e) = r {
@@ -157,6 +162,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
         }
     }
     note(network::sweep_sandboxes(shared, &desired));
+    note(dns::reconcile(shared, &desired));
     note(egress::reconcile(
         shared,
         &desired,
