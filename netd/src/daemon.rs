@@ -61,6 +61,7 @@ impl Daemon {
             desired: std::sync::RwLock::new(desired),
             view: std::sync::RwLock::new(Default::default()),
             started: Instant::now(),
+            verified: Default::default(),
         });
         let reconciler = Reconciler::spawn(shared.clone());
         // Adopt what the kernel already has; repair what is missing or wrong.

@@ -1,22 +1,8 @@
 //! netd: data plane for container overlay networks.
 
-mod api;
-mod check;
-mod client;
-mod config;
-mod daemon;
-mod dns;
-mod gossip;
-mod inspect;
-mod ipam;
-mod kernel;
-mod reconcile;
-mod state;
-mod validate;
-mod watch;
-
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use netd::{api, check, config, daemon, inspect, watch};
 use std::path::PathBuf;
 
 #[derive(Parser)]

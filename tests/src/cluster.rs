@@ -133,16 +133,17 @@ impl Cluster {
 
             let node_dir = dir.join(format!("n{i}"));
             fs::create_dir_all(node_dir.join("state"))?;
-            let seeds: Vec<&String> = gossip_addrs
+            // Every other node is a seed, so any single node can (re)join the rest.
+            let seeds = gossip_addrs
                 .iter()
                 .enumerate()
-                .filter(|(j, _)| *j + 1 != i)
-                .map(|(_, a)| a)
+                .filter(|(j, _)| j + 1 != i)
+                .map(|(_, a)| a.clone())
                 .collect();
             let config = NodeConfig {
                 node_name: name.clone(),
                 addr,
-                seeds: seeds.into_iter().cloned().collect(),
+                seeds,
                 keys: opts.keys[i - 1].clone(),
                 state_dir: node_dir.join("state"),
                 api_socket: node_dir.join("netd.sock"),
@@ -451,7 +452,15 @@ impl Node {
     }
 
     pub fn is_running(&self) -> bool {
-        self.process.lock().unwrap().is_some() && self.exit_status().is_none()
+        let mut guard = self.process.lock().unwrap();
+        match guard.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                *guard = None; // exited (or unwaitable): forget it
+                false
+            }
+            None => false,
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -19,6 +19,7 @@ pub mod cmd;
 pub mod fixtures;
 pub mod http;
 pub mod kernel;
+pub mod monitor;
 pub mod netns;
 pub mod tcp;
 pub mod views;

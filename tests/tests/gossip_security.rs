@@ -89,7 +89,10 @@ fn key_rotation_keeps_gossip_working() {
             ep,
         }
     };
-    eps.push(attach_on(1));
+    // One endpoint per node first, so every node has a sandbox to program.
+    for node in 1..=3 {
+        eps.push(attach_on(node));
+    }
     wait_meshed(&cluster, VNI, &eps);
     let old_tag = cluster.node(1).node_view().gossip_key_tags;
     assert_eq!(old_tag.len(), 1, "one key configured: {old_tag:?}");
@@ -121,6 +124,7 @@ fn key_rotation_keeps_gossip_working() {
             "key material exposed by GET /v1/node: {raw}"
         );
     }
+    // Propagation under [new, old] everywhere.
     eps.push(attach_on(2));
     wait_meshed(&cluster, VNI, &eps);
 
@@ -129,6 +133,7 @@ fn key_rotation_keeps_gossip_working() {
     for node in &cluster.nodes {
         assert_eq!(node.node_view().gossip_key_tags, vec![tags[0].clone()]);
     }
+    // Propagation under [new] only.
     eps.push(attach_on(3));
     wait_meshed(&cluster, VNI, &eps);
 }

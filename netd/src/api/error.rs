@@ -90,10 +90,17 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
+        // serde reports a missing field at its parent's path, naming it only in the message.
+        let missing = inner
+            .to_string()
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split_once('`'))
+            .map(|(f, _)| f.to_string());
+        let field = match (path.as_str(), missing) {
+            (".", Some(f)) => f,
+            (p, Some(f)) => format!("{p}.{f}"),
+            (".", None) => "body".to_string(),
+            (p, None) => p.to_string(),
         };
         let msg = if inner.is_syntax() || inner.is_eof() {
             format!("malformed JSON: {inner}")
@@ -127,6 +134,12 @@ mod tests {
         let e = parse_body::<NetworkSpec>(br#"{"subnet":"10.0.0.0/24","vni":5000,"encrypt":true}"#)
             .unwrap_err();
         assert!(e.message.contains("encrypt"), "{}", e.message);
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = parse_body::<NetworkSpec>(br#"{"subnet":"10.0.0.0/24"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("vni"));
     }
 
     #[test]

@@ -153,6 +153,15 @@ impl DnsIndex {
         idx
     }
 
+    /// Records that the container in `netns` is attached to `network`.
+    pub fn with_attachment(mut self, netns: &std::path::Path, network: &str) -> DnsIndex {
+        self.attachments
+            .entry(netns.to_path_buf())
+            .or_default()
+            .push(network.to_string());
+        self
+    }
+
     /// Networks the container in `netns` is attached to.
     pub fn networks_of(&self, netns: &std::path::Path) -> &[String] {
         self.attachments

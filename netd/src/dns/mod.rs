@@ -3,6 +3,7 @@
 //! view: the names of the networks it is attached to.
 
 pub mod forward;
+pub mod fuzzing;
 mod handler;
 pub mod index;
 

@@ -3,7 +3,7 @@
 //! nftables DNAT sends 127.0.0.11:53 there, as Docker does. So a process in the container may
 //! still bind port 53 itself (even 0.0.0.0:53) without breaking either side.
 
-use super::cmd::{run, with_stdin, Ns};
+use super::cmd::{with_stdin, Ns};
 use anyhow::{Context, Result};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -31,8 +31,8 @@ table ip {TABLE} {{
 /// enters the namespace, so no other thread ever changes namespace) and points port 53 at them.
 pub fn listen_in(netns: &Path) -> Result<(UdpSocket, TcpListener)> {
     let ns = Ns::path(netns);
-    // 127.0.0.11 is local only while lo is up.
-    run(&ns, "ip", &["link", "set", "lo", "up"])?;
+    // 127.0.0.11 is local only while lo is up: the attachment (link::configure_container_side)
+    // brings lo up before this runs.
     let path: PathBuf = netns.to_path_buf();
     let (udp, tcp) = std::thread::spawn(move || -> Result<(UdpSocket, TcpListener)> {
         let f =

@@ -171,18 +171,19 @@ pub struct ContainerIf<'a> {
     pub default_via: Option<Ipv4Addr>,
 }
 
-/// Ensures a veth pair: `host_end` in `host_ns` enslaved to `bridge`, the peer configured in the
-/// container. `isolated` keeps bridge ports from talking to each other (egress bridge).
-pub fn ensure_veth(
+/// Creates a veth pair (the caller found `host_end` absent): `host_end` in `host_ns` enslaved
+/// to `bridge`, the peer configured in the container. `isolated` keeps bridge ports from
+/// talking to each other (egress bridge).
+pub fn create_veth(
     host_ns: &Ns,
     host_ns_name: Option<&str>,
     host_end: &str,
     bridge: &str,
     isolated: bool,
     c: &ContainerIf,
-) -> Result<bool> {
+) -> Result<()> {
     let cns = Ns::path(c.netns);
-    let created = if get(host_ns, host_end)?.is_none() {
+    {
         // Create from inside the container so the container end never appears elsewhere;
         // the host end goes straight to its namespace.
         let mut args = vec![
@@ -210,17 +211,14 @@ pub fn ensure_veth(
         }
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         run(&cns, "ip", &a)?;
-        true
-    } else {
-        false
-    };
+    }
     let mut host = vec![format!("link set {host_end} master {bridge} up")];
     if isolated {
         host.push(format!("link set {host_end} type bridge_slave isolated on"));
     }
     batch(host_ns, "ip", &host)?;
     configure_container_side(c)?;
-    Ok(created)
+    Ok(())
 }
 
 /// Address, MAC, MTU, up and routes on the container end; idempotent.

@@ -27,22 +27,26 @@ use std::net::Ipv4Addr;
 
 pub fn reconcile(shared: &Shared, desired: &DesiredState, verify_containers: bool) -> Result<()> {
     let need = desired.egress_netns();
-    if need.is_empty() && link::get(&Ns::Node, BRIDGE)?.is_none() {
+    if need.is_empty() && (shared.is_verified("egress") || link::get(&Ns::Node, BRIDGE)?.is_none())
+    {
         return Ok(());
     }
     let subnet = shared.cfg.gwbridge_subnet;
     let gw = gateway(shared);
     let mtu = shared.facts.underlay_mtu;
-    link::ensure_bridge(
-        &Ns::Node,
-        BRIDGE,
-        Some(Ipv4Net::new(gw, subnet.prefix_len())?),
-        mtu,
-    )?;
-    if !egress::table_present() {
-        egress::apply_ruleset(&subnet)?;
+    if !shared.is_verified("egress") {
+        link::ensure_bridge(
+            &Ns::Node,
+            BRIDGE,
+            Some(Ipv4Net::new(gw, subnet.prefix_len())?),
+            mtu,
+        )?;
+        if !egress::table_present() {
+            egress::apply_ruleset(&subnet)?;
+        }
+        egress::enable_forwarding()?;
+        shared.set_verified("egress", true);
     }
-    egress::enable_forwarding()?;
     let present: BTreeSet<String> = link::list(&Ns::Node)?
         .into_iter()
         .filter(|l| l.master.as_deref() == Some(BRIDGE))
@@ -66,7 +70,7 @@ pub fn reconcile(shared: &Shared, desired: &DesiredState, verify_containers: boo
             default_via: Some(gw),
         };
         let r = if !present.contains(&he) {
-            link::ensure_veth(&Ns::Node, None, &he, BRIDGE, true, &c).map(|_| ())
+            link::create_veth(&Ns::Node, None, &he, BRIDGE, true, &c)
         } else if verify_containers {
             link::configure_container_side(&c)
         } else {

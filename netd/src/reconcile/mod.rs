@@ -30,6 +30,23 @@ pub struct Shared {
     pub desired: RwLock<DesiredState>,
     pub view: RwLock<ClusterView>,
     pub started: Instant,
+    /// Infrastructure (sandbox bridge/VXLAN, egress bridge/rules) checked since the last full
+    /// pass: event-driven passes skip re-checking it, the periodic full pass re-checks all.
+    pub verified: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Shared {
+    pub fn is_verified(&self, key: &str) -> bool {
+        self.verified.lock().expect("verified lock").contains(key)
+    }
+    pub fn set_verified(&self, key: &str, ok: bool) {
+        let mut v = self.verified.lock().expect("verified lock");
+        if ok {
+            v.insert(key.to_string());
+        } else {
+            v.remove(key);
+        }
+    }
 }
 
 impl Shared {
@@ -132,6 +149,9 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
     shared
         .dns
         .set_index(crate::dns::index::DnsIndex::build(&desired, &view));
+    if matches!(scope, Scope::All { .. }) {
+        shared.verified.lock().expect("verified lock").clear();
+    }
     let mut first_err: Option<anyhow::Error> = None;
     let mut note = |r: Result<()>| {
         if let Err(e) = r {

@@ -56,8 +56,10 @@ pub fn reconcile(
     };
     let locals: Vec<_> = desired.endpoints_on(name).collect();
     let sandbox = shared.cfg.sandbox_name(spec.vni);
+    let key = format!("net:{name}");
     if locals.is_empty() {
         // Created on first local endpoint, removed with the last.
+        shared.set_verified(&key, false);
         return netns::delete(&sandbox);
     }
     let sb = Ns::named(&sandbox);
@@ -65,21 +67,24 @@ pub fn reconcile(
     let gw = spec_gateway(spec);
     let gw_net = Ipv4Net::new(gw, spec.subnet.prefix_len())?;
     let vx = vxlan_name(spec.vni);
-    netns::ensure(&sandbox)?;
-    link::ensure_bridge(&sb, BRIDGE, Some(gw_net), mtu).context("sandbox bridge")?;
-    link::ensure_vxlan(
-        &sandbox,
-        BRIDGE,
-        &VxlanParams {
-            name: &vx,
-            vni: spec.vni,
-            local: shared.cfg.advertise_addr,
-            port: shared.cfg.data_port,
-            underlay_dev: &shared.facts.underlay_dev,
-            mtu,
-        },
-    )
-    .context("vxlan device")?;
+    if !shared.is_verified(&key) {
+        netns::ensure(&sandbox)?;
+        link::ensure_bridge(&sb, BRIDGE, Some(gw_net), mtu).context("sandbox bridge")?;
+        link::ensure_vxlan(
+            &sandbox,
+            BRIDGE,
+            &VxlanParams {
+                name: &vx,
+                vni: spec.vni,
+                local: shared.cfg.advertise_addr,
+                port: shared.cfg.data_port,
+                underlay_dev: &shared.facts.underlay_dev,
+                mtu,
+            },
+        )
+        .context("vxlan device")?;
+        shared.set_verified(&key, true);
+    }
 
     // Local attachments.
     let present: BTreeSet<String> = link::list(&sb)?.into_iter().map(|l| l.ifname).collect();
@@ -97,7 +102,7 @@ pub fn reconcile(
             default_via: None,
         };
         let r = if !present.contains(&he) {
-            link::ensure_veth(&sb, Some(&sandbox), &he, BRIDGE, false, &c).map(|_| ())
+            link::create_veth(&sb, Some(&sandbox), &he, BRIDGE, false, &c)
         } else if verify_containers {
             link::configure_container_side(&c)
         } else {

@@ -1,0 +1,16 @@
+//! netd as a library: the daemon's modules, for the binary, the fuzz targets and benchmarks.
+
+pub mod api;
+pub mod check;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod dns;
+pub mod gossip;
+pub mod inspect;
+pub mod ipam;
+pub mod kernel;
+pub mod reconcile;
+pub mod state;
+pub mod validate;
+pub mod watch;
