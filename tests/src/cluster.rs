@@ -48,12 +48,20 @@ pub fn is_root() -> bool {
 pub struct ClusterBuilder {
     nodes: usize,
     keys: Vec<Vec<String>>,
+    extra_config: String,
 }
 
 impl ClusterBuilder {
     /// Gives node `index` (1-based) its own gossip keys instead of the cluster's.
     pub fn node_keys(mut self, index: usize, keys: &[&str]) -> Self {
         self.keys[index - 1] = keys.iter().map(|k| k.to_string()).collect();
+        self
+    }
+
+    /// Appends a line of TOML to every node's config (e.g. `dns_upstreams = [...]`).
+    pub fn config_line(mut self, line: &str) -> Self {
+        self.extra_config.push_str(line);
+        self.extra_config.push('\n');
         self
     }
 
@@ -97,6 +105,7 @@ impl Cluster {
         ClusterBuilder {
             nodes,
             keys: vec![vec![DEFAULT_KEY.to_string()]; nodes],
+            extra_config: String::new(),
         }
     }
 
@@ -149,7 +158,7 @@ impl Cluster {
                 api_socket: node_dir.join("netd.sock"),
             };
             let config_path = node_dir.join("netd.toml");
-            fs::write(&config_path, config.to_toml())?;
+            fs::write(&config_path, config.to_toml() + &opts.extra_config)?;
             cluster.nodes.push(Node {
                 index: i,
                 name: name.clone(),
@@ -259,6 +268,8 @@ fn teardown_prefix(prefix: &str) {
     names.extend(ours);
     for name in names {
         netns::destroy(&name);
+        // per-namespace /etc overrides (resolv.conf) used by `ip netns exec`
+        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(&name));
     }
 }
 
@@ -619,6 +630,18 @@ pub struct Container {
 impl Container {
     pub fn path(&self) -> PathBuf {
         netns::path(&self.name)
+    }
+
+    /// Points the container's libc resolver at the embedded DNS, as a runtime does with the
+    /// endpoint's `dns` answer: `ip netns exec` bind-mounts `/etc/netns/<name>/resolv.conf`.
+    pub fn use_embedded_dns(&self) {
+        let dir = Path::new("/etc/netns").join(&self.name);
+        fs::create_dir_all(&dir).expect("creating /etc/netns/<container>");
+        fs::write(
+            dir.join("resolv.conf"),
+            "nameserver 127.0.0.11\noptions ndots:0\n",
+        )
+        .expect("writing resolv.conf");
     }
 
     /// The endpoint id [`Node::attach`] uses for this container's `ifname`.

@@ -16,6 +16,8 @@ pub mod capture;
 pub mod checks;
 pub mod cluster;
 pub mod cmd;
+pub mod cni;
+pub mod dns;
 pub mod fixtures;
 pub mod http;
 pub mod kernel;

@@ -157,6 +157,8 @@ impl Resolver {
     ) -> ResponseInfo {
         let mut metadata = m.metadata;
         metadata.id = request.metadata.id;
+        // Forwarded data is not ours: we are not authoritative for it.
+        metadata.authoritative = false;
         let mut b = MessageResponseBuilder::from_message_request(request);
         let edns;
         if request.edns.is_some() {
