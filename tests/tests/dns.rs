@@ -511,7 +511,7 @@ fn malformed_queries_get_the_right_rcode_and_do_not_hurt() {
         .map(|i| {
             if i % 2 == 0 {
                 (0..(i % 700) as usize)
-                    .map(|j| (j as u32 * 2654435761u32 ^ i) as u8)
+                    .map(|j| ((j as u32).wrapping_mul(2654435761u32) ^ i) as u8)
                     .collect()
             } else {
                 query(i as u16, 0, 1, "web", 1, 1)
