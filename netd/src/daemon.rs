@@ -62,7 +62,9 @@ impl Daemon {
             view: std::sync::RwLock::new(Default::default()),
             started: Instant::now(),
             verified: Default::default(),
+            dns_rebuild: Default::default(),
         });
+        shared.rebuild_dns(None);
         let reconciler = Reconciler::spawn(shared.clone());
         // Adopt what the kernel already has; repair what is missing or wrong.
         if let Err(e) = reconciler
@@ -92,6 +94,7 @@ impl Daemon {
             .save(&next)
             .map_err(|e| ApiError::internal(format!("persisting state: {e:#}")))?;
         *self.shared.desired.write().expect("desired lock") = next;
+        self.shared.rebuild_dns(None);
         Ok(())
     }
 
@@ -325,7 +328,7 @@ impl Daemon {
         self.commit(d)?;
         if let Err(e) = self
             .reconciler
-            .run(Scope::Network(spec.network.clone()))
+            .run(Scope::Locals(spec.network.clone()))
             .await
         {
             // Roll back: nothing of a failed attach stays in the kernel or on disk.
@@ -365,7 +368,7 @@ impl Daemon {
         self.commit(d)?;
         self.gossip.withdraw_endpoint(&ep.spec.network, id).await;
         self.reconciler
-            .run(Scope::Network(ep.spec.network))
+            .run(Scope::Locals(ep.spec.network))
             .await
             .map_err(ApiError::internal)
     }
@@ -391,7 +394,7 @@ impl Daemon {
             .await;
         // Local DNS answers change at once (drained tasks leave service answers).
         self.reconciler
-            .run(Scope::Network(ep.spec.network.clone()))
+            .run(Scope::Locals(ep.spec.network.clone()))
             .await
             .map_err(ApiError::internal)?;
         Ok(self.endpoint_view(id).expect("exists"))

@@ -32,9 +32,16 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             }
             m
         };
-        let old = per_net(&d.shared.view.read().expect("view lock"));
+        let (old, records_changed) = {
+            let current = d.shared.view.read().expect("view lock");
+            (per_net(&current), current.endpoints != view.endpoints)
+        };
         let new = per_net(&view);
-        *d.shared.view.write().expect("view lock") = view;
+        if records_changed {
+            d.shared.rebuild_dns(Some(view));
+        } else {
+            *d.shared.view.write().expect("view lock") = view;
+        }
         let changed: BTreeSet<&String> = old
             .keys()
             .chain(new.keys())
@@ -51,7 +58,7 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             .collect();
         for n in changed {
             if local.contains(n) {
-                d.reconciler.request(Scope::Network(n.clone()));
+                d.reconciler.request(Scope::Remotes(n.clone()));
             }
         }
     }

@@ -72,3 +72,22 @@ rig_cleanup() {
   done
   rm -rf "$RIG_DIR"
 }
+
+# rig_restart I: restarts netd on node I with its current config, e.g. after appending lines
+# such as `dns_upstreams = [...]` to "$RIG_DIR/n$I/netd.toml"; waits for its API.
+rig_restart() {
+  local i=$1 pid t
+  pid=$(cat "$RIG_DIR/n$i/pid")
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true # reaps it when this shell started it (rig_node)
+  for t in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  nsenter --net="/run/netns/$RIG-n$i" "$NETD" run --config "$RIG_DIR/n$i/netd.toml" \
+    >>"$RIG_DIR/n$i/netd.log" 2>&1 &
+  echo $! > "$RIG_DIR/n$i/pid"
+  for t in $(seq 1 100); do
+    curl -sf --unix-socket "$RIG_DIR/n$i/netd.sock" http://netd/v1/node >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "node $i did not restart; log:" >&2; tail -20 "$RIG_DIR/n$i/netd.log" >&2; return 1
+}

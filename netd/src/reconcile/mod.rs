@@ -33,9 +33,31 @@ pub struct Shared {
     /// Infrastructure (sandbox bridge/VXLAN, egress bridge/rules) checked since the last full
     /// pass: event-driven passes skip re-checking it, the periodic full pass re-checks all.
     pub verified: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub dns_rebuild: std::sync::Mutex<()>,
 }
 
 impl Shared {
+    /// Rebuilds the DNS names from the desired state and the cluster view; with `publish`,
+    /// first makes that view the current one. Serialized, so a rebuild never overwrites a newer
+    /// one with an older view; the view is published after its names, so an endpoint the API
+    /// lists is also resolvable.
+    pub fn rebuild_dns(&self, publish: Option<ClusterView>) {
+        let _serial = self.dns_rebuild.lock().expect("dns rebuild lock");
+        let desired = self.desired.read().expect("desired lock").clone();
+        match publish {
+            Some(v) => {
+                self.dns
+                    .set_index(crate::dns::index::DnsIndex::build(&desired, &v));
+                *self.view.write().expect("view lock") = v;
+            }
+            None => {
+                let v = self.view.read().expect("view lock").clone();
+                self.dns
+                    .set_index(crate::dns::index::DnsIndex::build(&desired, &v));
+            }
+        }
+    }
+
     pub fn is_verified(&self, key: &str) -> bool {
         self.verified.lock().expect("verified lock").contains(key)
     }
@@ -61,8 +83,13 @@ pub const VXLAN_OVERHEAD_V4: u32 = 50;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// One network (plus the egress legs and the sandbox sweep).
+    /// One network (plus the egress legs, DNS sockets and the sandbox sweep).
     Network(String),
+    /// One network's local attachments after an API change (remote entries are left to
+    /// gossip-driven passes once the sandbox exists).
+    Locals(String),
+    /// One network's remote entries after a gossip change: FDB and neighbor entries only.
+    Remotes(String),
     /// Everything; `verify_containers` also re-checks every container-side interface.
     All { verify_containers: bool },
 }
@@ -146,9 +173,6 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
     // Right after a start, remote entries already in the kernel stay until gossip caught up.
     let keep_extra =
         shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128;
-    shared
-        .dns
-        .set_index(crate::dns::index::DnsIndex::build(&desired, &view));
     if matches!(scope, Scope::All { .. }) {
         shared.verified.lock().expect("verified lock").clear();
     }
@@ -163,20 +187,37 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
         }
     };
     match scope {
-        Scope::Network(name) => {
+        Scope::Network(name) | Scope::Locals(name) => {
+            let parts = network::Parts {
+                locals: true,
+                remotes: matches!(scope, Scope::Network(_)),
+                verify_containers: false,
+            };
             note(network::reconcile(
-                shared, &desired, &view, name, false, keep_extra,
+                shared, &desired, &view, name, parts, keep_extra,
             ));
+        }
+        Scope::Remotes(name) => {
+            let parts = network::Parts {
+                locals: false,
+                remotes: true,
+                verify_containers: false,
+            };
+            note(network::reconcile(
+                shared, &desired, &view, name, parts, keep_extra,
+            ));
+            // Nothing else depends on remote endpoints: no sweep, no legs.
+            return first_err.map_or(Ok(()), Err);
         }
         Scope::All { verify_containers } => {
             for name in desired.networks.keys() {
+                let parts = network::Parts {
+                    locals: true,
+                    remotes: true,
+                    verify_containers: *verify_containers,
+                };
                 note(network::reconcile(
-                    shared,
-                    &desired,
-                    &view,
-                    name,
-                    *verify_containers,
-                    keep_extra,
+                    shared, &desired, &view, name, parts, keep_extra,
                 ));
             }
         }

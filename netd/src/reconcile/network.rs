@@ -43,14 +43,26 @@ pub fn remotes(desired: &DesiredState, view: &ClusterView, network: &str) -> Vec
     v
 }
 
+/// Which parts of a network a pass looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    /// Local attachments (veth pairs).
+    pub locals: bool,
+    /// Remote endpoints (FDB and neighbor entries).
+    pub remotes: bool,
+    /// Re-check every container-side interface (after a restart).
+    pub verify_containers: bool,
+}
+
 pub fn reconcile(
     shared: &Shared,
     desired: &DesiredState,
     view: &ClusterView,
     name: &str,
-    verify_containers: bool,
+    parts: Parts,
     keep_extra: bool,
 ) -> Result<()> {
+    let verify_containers = parts.verify_containers;
     let Some(spec) = desired.networks.get(name) else {
         return Ok(()); // deleted: the sweep removes its sandbox
     };
@@ -67,7 +79,14 @@ pub fn reconcile(
     let gw = spec_gateway(spec);
     let gw_net = Ipv4Net::new(gw, spec.subnet.prefix_len())?;
     let vx = vxlan_name(spec.vni);
-    if !shared.is_verified(&key) {
+    // A sandbox not (re)checked since the last full pass gets everything checked.
+    let fresh = !shared.is_verified(&key);
+    let parts = Parts {
+        locals: parts.locals || fresh,
+        remotes: parts.remotes || fresh,
+        ..parts
+    };
+    if fresh {
         netns::ensure(&sandbox)?;
         link::ensure_bridge(&sb, BRIDGE, Some(gw_net), mtu).context("sandbox bridge")?;
         link::ensure_vxlan(
@@ -86,11 +105,43 @@ pub fn reconcile(
         shared.set_verified(&key, true);
     }
 
-    // Local attachments.
+    let mut errors = Vec::new();
+    if parts.locals {
+        reconcile_locals(&sandbox, spec, &locals, mtu, verify_containers, &mut errors)?;
+    }
+    if parts.remotes {
+        let want = remotes(desired, view, name);
+        let plan = NeighPlan::compute(
+            &want,
+            &neigh::fdb(&sb, &vx)?,
+            &neigh::neighbors(&sb, &vx)?,
+            keep_extra,
+        );
+        if !plan.is_empty() {
+            tracing::debug!(network = name, ?plan, "neighbor plan");
+            neigh::apply(&sb, &vx, &plan)?;
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", errors.join("; "))
+    }
+}
+
+/// Local attachments: a veth pair per endpoint; pairs of deleted endpoints are removed.
+fn reconcile_locals(
+    sandbox: &str,
+    spec: &crate::api::types::NetworkSpec,
+    locals: &[(&String, &crate::state::LocalEndpoint)],
+    mtu: u32,
+    verify_containers: bool,
+    errors: &mut Vec<String>,
+) -> Result<()> {
+    let sb = Ns::named(sandbox);
     let present: BTreeSet<String> = link::list(&sb)?.into_iter().map(|l| l.ifname).collect();
     let mut wanted = BTreeSet::new();
-    let mut errors = Vec::new();
-    for (id, ep) in &locals {
+    for (id, ep) in locals {
         let he = host_end(id);
         wanted.insert(he.clone());
         let c = ContainerIf {
@@ -102,7 +153,7 @@ pub fn reconcile(
             default_via: None,
         };
         let r = if !present.contains(&he) {
-            link::create_veth(&sb, Some(&sandbox), &he, BRIDGE, false, &c)
+            link::create_veth(&sb, Some(sandbox), &he, BRIDGE, false, &c)
         } else if verify_containers {
             link::configure_container_side(&c)
         } else {
@@ -118,24 +169,7 @@ pub fn reconcile(
     {
         link::delete(&sb, stray)?;
     }
-
-    // Remote endpoints.
-    let want = remotes(desired, view, name);
-    let plan = NeighPlan::compute(
-        &want,
-        &neigh::fdb(&sb, &vx)?,
-        &neigh::neighbors(&sb, &vx)?,
-        keep_extra,
-    );
-    if !plan.is_empty() {
-        tracing::debug!(network = name, ?plan, "neighbor plan");
-        neigh::apply(&sb, &vx, &plan)?;
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!("{}", errors.join("; "))
-    }
+    Ok(())
 }
 
 /// Removes sandboxes of this node that no network with local endpoints wants.
