@@ -199,7 +199,12 @@ impl Daemon {
         }
         Some(EndpointView {
             id: id.to_string(),
-            spec: ep.spec.clone(),
+            // ip and mac are the view's own fields: not repeated from the request.
+            spec: EndpointSpec {
+                ip: None,
+                mac: None,
+                ..ep.spec.clone()
+            },
             address: ipnet::Ipv4Net::new(ep.ip, net.subnet.prefix_len()).ok()?,
             ip: ep.ip,
             mac: ep.mac.clone(),
@@ -212,6 +217,7 @@ impl Daemon {
                 options: vec!["ndots:0".into()],
             },
             service_disabled: ep.service_disabled,
+            egress_mac: egress_address.map(|a| ipam::mac_for(a.addr())),
             egress_address,
         })
     }

@@ -155,6 +155,9 @@ pub struct EndpointView {
     /// Address on the node's gateway bridge (egress), absent on `internal` networks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_address: Option<Ipv4Net>,
+    /// MAC of the egress interface (`netdgw0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_mac: Option<String>,
 }
 
 /// An endpoint of another node, learnt by gossip.

@@ -34,6 +34,17 @@ fn command(ns: &Ns, prog: &str) -> Command {
             c.args(["-n", n]);
             c
         }
+        // A namespace under /run/netns has a name iproute2's -n understands: one process
+        // instead of nsenter + ip (iproute2 6.1's -n takes names only, not paths).
+        Ns::Path(p)
+            if (prog == "ip" || prog == "bridge")
+                && p.parent() == Some(Path::new("/run/netns"))
+                && p.file_name().is_some() =>
+        {
+            let mut c = Command::new(prog);
+            c.arg("-n").arg(p.file_name().expect("checked"));
+            c
+        }
         Ns::Path(p) => {
             let mut c = Command::new("nsenter");
             c.arg(format!("--net={}", p.display())).arg(prog);

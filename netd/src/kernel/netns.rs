@@ -18,8 +18,17 @@ pub fn ensure(name: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Deletes a sandbox. Its devices are deleted first: the kernel tears a namespace down
+/// asynchronously, and a VXLAN device still alive in a dying namespace holds its VNI and
+/// port, so an immediate re-create of the sandbox would fail.
 pub fn delete(name: &str) -> Result<()> {
     if exists(name) {
+        let ns = Ns::named(name);
+        if let Ok(links) = super::link::list(&ns) {
+            for l in links.iter().filter(|l| l.ifname != "lo") {
+                let _ = run(&ns, "ip", &["link", "del", &l.ifname]);
+            }
+        }
         run(&Ns::Node, "ip", &["netns", "del", name])?;
     }
     Ok(())
