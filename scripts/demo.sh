@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RIG=demo
 . "$ROOT/scripts/lib/rig.sh"
 rig_cleanup 2>/dev/null || true
-trap 'echo; echo "tearing down"; rig_cleanup' EXIT
+trap 'echo; echo "tearing down"; rm -rf /etc/netns/demo-c1; rig_cleanup' EXIT
 trap 'exit 130' INT TERM
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -34,6 +34,11 @@ IP2=$(api 2 GET /v1/endpoints/c2 | jq -r .ip)
 step "c1 -> c2 ($IP2) across nodes over VXLAN"
 for t in $(seq 1 50); do ip netns exec demo-c1 ping -c1 -W1 "$IP2" >/dev/null 2>&1 && break; sleep 0.1; done
 ip netns exec demo-c1 ping -c 3 -i 0.3 "$IP2"
+
+step "names through the embedded DNS at 127.0.0.11 (c1 asks for c2)"
+mkdir -p /etc/netns/demo-c1 && printf 'nameserver 127.0.0.11\noptions ndots:0\n' > /etc/netns/demo-c1/resolv.conf
+ip netns exec demo-c1 dig +short @127.0.0.11 c2
+ip netns exec demo-c1 ping -c 2 -i 0.3 c2
 
 step "what node 1 sees (netd inspect network demo)"
 nsenter --net=/run/netns/demo-n1 "$NETD" inspect --socket "$RIG_DIR/n1/netd.sock" network demo || true
