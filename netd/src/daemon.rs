@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::gossip::record::{claim_key, EndpointRecord, CONFIRMED};
 use crate::gossip::{keyring::MAX_KEYS, Gossip};
 use crate::ipam;
-use crate::kernel::{cmd::Ns, link};
+use crate::kernel::link;
 use crate::reconcile::{NodeFacts, Reconciler, Scope, Shared};
 use crate::state::{store::Store, DesiredState, LocalEndpoint};
 use crate::validate;
@@ -256,27 +256,6 @@ impl Daemon {
         }
         let net = d.networks[&spec.network].clone();
         let gateway = validate::spec_gateway(&net);
-        // The container interface name must be free in the container.
-        let (netns, ifname) = (spec.netns.clone(), spec.ifname.clone());
-        let taken = tokio::task::spawn_blocking(move || link::get(&Ns::path(&netns), &ifname))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| {
-                ApiError::invalid(
-                    "netns",
-                    format!("netns: cannot inspect {}: {e:#}", spec.netns.display()),
-                )
-            })?;
-        if taken.is_some() {
-            return Err(ApiError::conflict(
-                "ifname",
-                format!(
-                    "ifname: {} already exists in {}",
-                    spec.ifname,
-                    spec.netns.display()
-                ),
-            ));
-        }
         let view = self.shared.view.read().expect("view lock").clone();
         let mut used: HashSet<Ipv4Addr> =
             d.endpoints_on(&spec.network).map(|(_, e)| e.ip).collect();
@@ -343,6 +322,16 @@ impl Daemon {
                 .reconciler
                 .run(Scope::Network(spec.network.clone()))
                 .await;
+            if e.contains("File exists") {
+                return Err(ApiError::conflict(
+                    "ifname",
+                    format!(
+                        "ifname: {} already exists in {}",
+                        spec.ifname,
+                        spec.netns.display()
+                    ),
+                ));
+            }
             return Err(ApiError::internal(format!("attaching endpoint: {e}")));
         }
         self.gossip

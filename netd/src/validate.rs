@@ -150,6 +150,12 @@ pub fn endpoint(state: &DesiredState, id: &str, spec: &EndpointSpec) -> Result<(
             format!("netns: {} does not exist", spec.netns.display()),
         ));
     }
+    if !is_netns(&spec.netns) {
+        return Err(ApiError::invalid(
+            "netns",
+            format!("netns: {} is not a network namespace", spec.netns.display()),
+        ));
+    }
     let gateway = spec_gateway(net);
     if let Some(ip) = spec.ip {
         if !ipam::assignable(&net.subnet, gateway, ip) {
@@ -199,6 +205,17 @@ pub fn endpoint(state: &DesiredState, id: &str, spec: &EndpointSpec) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Whether `path` is a namespace file (nsfs), as /run/netns/* and /proc/PID/ns/net are.
+pub fn is_netns(path: &std::path::Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC }
 }
 
 pub fn spec_gateway(net: &NetworkSpec) -> std::net::Ipv4Addr {

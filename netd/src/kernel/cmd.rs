@@ -55,11 +55,13 @@ fn command(ns: &Ns, prog: &str) -> Command {
 
 /// Runs `prog args...` in `ns`; returns stdout. The error carries the command and its stderr.
 pub fn run(ns: &Ns, prog: &str, args: &[&str]) -> Result<String> {
+    let t = std::time::Instant::now();
     let out = command(ns, prog)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("spawning {prog}"))?;
+    tracing::debug!(?ns, prog, args = %args.join(" "), elapsed = ?t.elapsed(), "kernel command");
     if !out.status.success() {
         bail!(
             "{prog} {} (in {ns:?}) failed: {}",
@@ -84,6 +86,7 @@ pub fn json<T: serde::de::DeserializeOwned>(ns: &Ns, prog: &str, args: &[&str]) 
 
 /// Runs `prog args...` in `ns` with `input` on stdin.
 pub fn with_stdin(ns: &Ns, prog: &str, args: &[&str], input: &str) -> Result<()> {
+    let t = std::time::Instant::now();
     let mut child = command(ns, prog)
         .args(args)
         .stdin(Stdio::piped())
@@ -97,6 +100,7 @@ pub fn with_stdin(ns: &Ns, prog: &str, args: &[&str], input: &str) -> Result<()>
         .context("stdin")?
         .write_all(input.as_bytes())?;
     let out = child.wait_with_output()?;
+    tracing::debug!(?ns, prog, args = %args.join(" "), elapsed = ?t.elapsed(), "kernel command (stdin)");
     if !out.status.success() {
         bail!(
             "{prog} {} (in {ns:?}) failed: {}",
@@ -113,6 +117,7 @@ pub fn batch(ns: &Ns, prog: &str, lines: &[String]) -> Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
+    let t = std::time::Instant::now();
     let mut child = command(ns, prog)
         .args(["-batch", "-"])
         .stdin(Stdio::piped())
@@ -127,6 +132,7 @@ pub fn batch(ns: &Ns, prog: &str, lines: &[String]) -> Result<()> {
         }
     }
     let out = child.wait_with_output()?;
+    tracing::debug!(?ns, prog, batch = %lines.join("; "), elapsed = ?t.elapsed(), "kernel batch");
     if !out.status.success() {
         bail!(
             "{prog} batch (in {ns:?}) failed: {} [commands: {}]",

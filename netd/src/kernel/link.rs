@@ -182,48 +182,30 @@ pub fn create_veth(
     isolated: bool,
     c: &ContainerIf,
 ) -> Result<()> {
-    let cns = Ns::path(c.netns);
-    {
-        // Create from inside the container so the container end never appears elsewhere;
-        // the host end goes straight to its namespace.
-        let mut args = vec![
-            "link".to_string(),
-            "add".into(),
-            c.ifname.into(),
-            "mtu".into(),
-            c.mtu.to_string(),
-            "address".into(),
-            c.mac.into(),
-            "type".into(),
-            "veth".into(),
-            "peer".into(),
-            "name".into(),
-            host_end.into(),
-            "mtu".into(),
-            c.mtu.to_string(),
-        ];
-        if let Some(n) = host_ns_name {
-            args.push("netns".into());
-            args.push(n.into());
-        } else {
-            args.push("netns".into());
-            args.push(std::process::id().to_string());
-        }
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&cns, "ip", &a)?;
-    }
+    // Created from inside the container, so the container end never appears elsewhere; the
+    // host end goes straight to its namespace. One process per namespace.
+    let peer_ns = host_ns_name
+        .map(str::to_string)
+        .unwrap_or_else(|| std::process::id().to_string());
+    let mut cmds = vec![format!(
+        "link add {} mtu {} address {} type veth peer name {host_end} mtu {} netns {peer_ns}",
+        c.ifname, c.mtu, c.mac, c.mtu
+    )];
+    cmds.extend(container_side(c));
+    batch(&Ns::path(c.netns), "ip", &cmds)?;
     let mut host = vec![format!("link set {host_end} master {bridge} up")];
     if isolated {
         host.push(format!("link set {host_end} type bridge_slave isolated on"));
     }
-    batch(host_ns, "ip", &host)?;
-    configure_container_side(c)?;
-    Ok(())
+    batch(host_ns, "ip", &host)
 }
 
 /// Address, MAC, MTU, up and routes on the container end; idempotent.
 pub fn configure_container_side(c: &ContainerIf) -> Result<()> {
-    let cns = Ns::path(c.netns);
+    batch(&Ns::path(c.netns), "ip", &container_side(c))
+}
+
+fn container_side(c: &ContainerIf) -> Vec<String> {
     let mut cmds = vec![
         // the embedded resolver at 127.0.0.11 needs loopback
         "link set lo up".to_string(),
@@ -234,14 +216,15 @@ pub fn configure_container_side(c: &ContainerIf) -> Result<()> {
     if let Some(gw) = c.default_via {
         cmds.push(format!("route replace default via {gw} dev {}", c.ifname));
     }
-    batch(&cns, "ip", &cmds)
+    cmds
 }
 
+/// Deletes a link; a link that is already gone is fine.
 pub fn delete(ns: &Ns, name: &str) -> Result<()> {
-    if get(ns, name)?.is_some() {
-        run(ns, "ip", &["link", "del", name])?;
+    match run(ns, "ip", &["link", "del", name]) {
+        Err(e) if format!("{e:#}").contains("Cannot find device") => Ok(()),
+        r => r.map(|_| ()),
     }
-    Ok(())
 }
 
 /// Short, stable interface name for an endpoint's host end: `prefix` + 12 hex of a hash.
