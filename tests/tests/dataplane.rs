@@ -6,6 +6,7 @@ use netd_tests::checks::{ping, pingable};
 use netd_tests::tcp::{connect_in, echo_roundtrip, EchoServer};
 use netd_tests::*;
 use serde_json::{json, Value};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 const RED_VNI: u32 = 4101;
@@ -249,4 +250,80 @@ fn networks_are_isolated() {
     // And the positive control still holds afterwards.
     assert!(ping(t.red[0].ns(), t.red[1].ep.ip, 3));
     assert!(ping(t.blue[1].ns(), t.blue[0].ep.ip, 3));
+}
+
+/// No flood-and-learn: broadcasts and frames for unknown destinations stay in the sandbox.
+/// The capture is validated by a known-good ping in the same window: its packets must be
+/// there, so an empty capture cannot pass for "nothing flooded".
+#[test]
+fn broadcast_and_unknown_unicast_are_not_flooded() {
+    let Some(t) = two_networks() else { return };
+    let n1 = t.cluster.node(1);
+    let (red1, red2) = (&t.red[0], &t.red[1]);
+    eventually(CONVERGE, "overlay reachable", || {
+        pingable(red1.ns(), red2.ep.ip)
+    });
+    let cap = Capture::start(
+        &n1.netns,
+        "eth0",
+        "udp port 4789",
+        &t.cluster.dir,
+        "tcpdump-flood",
+    )
+    .unwrap();
+    // An address of the subnet nobody has: ARP requests (broadcast) and nothing learnt.
+    let net = red1.ep.ip.octets();
+    let unknown = Ipv4Addr::new(net[0], net[1], net[2], 200);
+    assert!(
+        !ping(red1.ns(), unknown, 2),
+        "{unknown} answered: it should not exist"
+    );
+    // A frame to an unknown MAC: a static neighbor entry pointing nowhere.
+    exec_in_ok(
+        red1.ns(),
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "10.255.255.1",
+            "lladdr",
+            "02:00:00:00:be:ef",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    );
+    exec_in_ok(
+        red1.ns(),
+        &["ip", "route", "add", "10.255.255.1/32", "dev", "eth0"],
+    );
+    let _ = exec_in(red1.ns(), &["ping", "-c", "2", "-W", "1", "10.255.255.1"]);
+    // Subnet broadcast.
+    let bcast = Ipv4Addr::new(net[0], net[1], net[2], 255);
+    let _ = exec_in(
+        red1.ns(),
+        &["ping", "-b", "-c", "2", "-W", "1", &bcast.to_string()],
+    );
+    assert!(
+        ping(red1.ns(), red2.ep.ip, 2),
+        "known-good ping during capture"
+    );
+    let out = cap.finish();
+    let packets = parse_vxlan(&out);
+    let good = format!("{} > {}: ICMP echo request", red1.ep.ip, red2.ep.ip);
+    assert!(
+        packets.iter().any(|p| p.inner.contains(&good)),
+        "capture missed the known-good ping:\n{out}"
+    );
+    let leaked: Vec<_> = packets
+        .iter()
+        .filter(|p| {
+            p.inner.contains("ARP")
+                || p.inner.contains(&unknown.to_string())
+                || p.inner.contains("10.255.255.1")
+                || p.inner.contains(&bcast.to_string())
+        })
+        .collect();
+    assert!(leaked.is_empty(), "flooded onto the underlay: {leaked:?}");
 }
