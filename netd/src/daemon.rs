@@ -232,6 +232,7 @@ impl Daemon {
         id: &str,
         spec: EndpointSpec,
     ) -> Result<(EndpointView, bool), ApiError> {
+        let started = Instant::now();
         let _g = self.ops.lock().await;
         let mut d = self.desired();
         validate::endpoint(&d, id, &spec)?;
@@ -311,6 +312,7 @@ impl Daemon {
             d.egress.insert(spec.netns.clone(), ip);
         }
         self.commit(d)?;
+        let committed = started.elapsed();
         if let Err(e) = self
             .reconciler
             .run(Scope::Locals(spec.network.clone()))
@@ -334,9 +336,11 @@ impl Daemon {
             }
             return Err(ApiError::internal(format!("attaching endpoint: {e}")));
         }
+        let reconciled = started.elapsed();
         self.gossip
             .publish_endpoint(&spec.network, id, &self.record(&ep))
             .await;
+        tracing::debug!(id, ?committed, ?reconciled, total = ?started.elapsed(), "endpoint attached");
         Ok((self.endpoint_view(id).expect("just stored"), true))
     }
 
