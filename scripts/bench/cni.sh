@@ -46,64 +46,33 @@ fi
 P="c$(printf '%04x' $(( (RANDOM << 1 ^ $$) & 0xffff )))"
 DIR=$(mktemp -d "/tmp/netd-bench-$P.XXXX")
 NODE="$P-n1"
-NETD_PID=
 
-cleanup() {
-  trap - EXIT INT TERM
-  local pid ns
-  [ -n "$NETD_PID" ] && { kill "$NETD_PID" 2>/dev/null || true; wait "$NETD_PID" 2>/dev/null || true; }
-  for ns in $(ls /run/netns 2>/dev/null | grep -E "^(nd-$P|$P-)" | sort -r); do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  if [ "${KEEP:-0}" = 1 ]; then echo "run dir kept: $DIR"; else rm -rf "$DIR"; fi
-}
-trap cleanup EXIT
+# Topology and teardown: scripts/lib/rig.sh (one node, $P-n1, on an underlay bridge).
+RIG=$P RIG_NET=78 RIG_DIR=$DIR NETD_BIN=$NETD_BIN
+. "$ROOT/scripts/lib/rig.sh"
+trap rig_cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '%s\n' "$*" >&2; }
 
 # --- one netd node --------------------------------------------------------------------
-ip netns add "$P-ul"
-ip -n "$P-ul" link add br0 type bridge
-ip -n "$P-ul" link set br0 up
-ip netns add "$NODE"
-ip -n "$NODE" link set lo up
-ip link add eth0 netns "$NODE" type veth peer name n1 netns "$P-ul"
-ip -n "$P-ul" link set n1 master br0 up
-ip -n "$NODE" link set eth0 mtu 1500 up
-ip -n "$NODE" addr add 192.168.78.1/24 dev eth0
-ip netns exec "$NODE" sysctl -qw net.ipv4.ip_forward=1
-mkdir -p "$DIR/state" "$DIR/ipam"
-cat >"$DIR/netd.toml" <<EOF
-node_name = "$NODE"
-advertise_addr = "192.168.78.1"
-gossip_keys = ["cni-bench-key"]
-state_dir = "$DIR/state"
-api_socket = "$DIR/netd.sock"
-EOF
-nsenter --net="/run/netns/$NODE" "$NETD_BIN" run --config "$DIR/netd.toml" >"$DIR/netd.log" 2>&1 &
-NETD_PID=$!
-for _ in $(seq 1 100); do
-  curl -sf --unix-socket "$DIR/netd.sock" http://netd/v1/node >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -sf --unix-socket "$DIR/netd.sock" http://netd/v1/node >/dev/null \
-  || { log "netd did not start:"; cat "$DIR/netd.log" >&2; exit 1; }
-curl -sf --unix-socket "$DIR/netd.sock" -X PUT http://netd/v1/networks/bench \
+mkdir -p "$DIR/ipam"
+rig_underlay
+rig_node 1 1
+SOCK="$DIR/n1/netd.sock"
+curl -sf --unix-socket "$SOCK" -X PUT http://netd/v1/networks/bench \
   -d "{\"subnet\":\"$SUBNET\",\"vni\":$VNI}" >/dev/null
 
 # One long-lived container keeps the network's sandbox on the node for the whole run (a
 # node with other containers on the network: the common case). Without it every ADD
 # would also build the sandbox and every DEL tear it down; and an ADD right after the
-# last DEL can currently fail in netd (the old sandbox's VXLAN device is destroyed
-# asynchronously by the kernel: "A VXLAN device with the specified VNI already exists").
+# last DEL would measure sandbox creation, not attachment.
 ip netns add "$P-anchor"
-curl -sf --unix-socket "$DIR/netd.sock" -X PUT http://netd/v1/endpoints/anchor-eth0 \
+curl -sf --unix-socket "$SOCK" -X PUT http://netd/v1/endpoints/anchor-eth0 \
   -d "{\"network\":\"bench\",\"netns\":\"/run/netns/$P-anchor\",\"ifname\":\"eth0\",\"name\":\"anchor\"}" >/dev/null
 
 cat >"$DIR/netd.conf" <<EOF
-{"cniVersion":"1.0.0","name":"bench-netd","type":"netd","network":"bench","socket":"$DIR/netd.sock"}
+{"cniVersion":"1.0.0","name":"bench-netd","type":"netd","network":"bench","socket":"$SOCK"}
 EOF
 cat >"$DIR/bridge.conf" <<EOF
 {"cniVersion":"1.0.0","name":"bench-bridge","type":"bridge","bridge":"cnibench0","isGateway":true,
@@ -130,10 +99,10 @@ one() {
     # netd's API alone (curl), for reference: what the plugin adds is the difference.
     local body="{\"network\":\"bench\",\"netns\":\"/run/netns/$ns\",\"ifname\":\"eth0\",\"name\":\"$cid\"}"
     t0=$(now_us)
-    curl -sf -o /dev/null --unix-socket "$DIR/netd.sock" -X PUT "http://netd/v1/endpoints/$cid-eth0" -d "$body" \
+    curl -sf -o /dev/null --unix-socket "$DIR/n1/netd.sock" -X PUT "http://netd/v1/endpoints/$cid-eth0" -d "$body" \
       || { echo "api PUT failed" >&2; exit 1; }
     t1=$(now_us); t1b=$t1
-    curl -sf -o /dev/null --unix-socket "$DIR/netd.sock" -X DELETE "http://netd/v1/endpoints/$cid-eth0" \
+    curl -sf -o /dev/null --unix-socket "$DIR/n1/netd.sock" -X DELETE "http://netd/v1/endpoints/$cid-eth0" \
       || { echo "api DELETE failed" >&2; exit 1; }
     t2=$(now_us)
     ip netns del "$ns"
@@ -168,7 +137,7 @@ log "cni.sh: $ITER ADD+DEL samples per plugin (+$WARMUP warm-up), alternating"
 nsenter --net="/run/netns/$NODE" bash "$DIR/loop.sh" "$DIR" "$P" "$NETD_CNI_BIN" "$REF" "$ITER" "$WARMUP"
 
 # Leftovers would mean DEL did not clean up.
-left=$(curl -sf --unix-socket "$DIR/netd.sock" http://netd/v1/endpoints | jq '[.[] | select(.id != "anchor-eth0")] | length')
+left=$(curl -sf --unix-socket "$DIR/n1/netd.sock" http://netd/v1/endpoints | jq '[.[] | select(.id != "anchor-eth0")] | length')
 [ "$left" = 0 ] || { log "netd still has $left endpoints after the run"; exit 1; }
 
 # --- statistics -------------------------------------------------------------------------

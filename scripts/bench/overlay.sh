@@ -34,64 +34,15 @@ fi
 # Unique prefix: namespaces of concurrent runs or of the test suite never collide.
 P="b$(printf '%04x' $(( (RANDOM << 1 ^ $$) & 0xffff )))"
 DIR=$(mktemp -d "/tmp/netd-bench-$P.XXXX")
-UL="$P-ul"
-PIDS=()
 
-cleanup() {
-  trap - EXIT INT TERM
-  local pid ns
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  # netd's sandboxes first, then containers and nodes, the underlay last.
-  for ns in $(ls /run/netns 2>/dev/null | grep -E "^(nd-$P|$P-)" | sort -r); do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  if [ "${KEEP:-0}" = 1 ]; then echo "run dir kept: $DIR"; else rm -rf "$DIR"; fi
-}
-trap cleanup EXIT
+# Topology and teardown: scripts/lib/rig.sh (nodes $P-n1, $P-n2 on an underlay bridge).
+RIG=$P RIG_NET=77 RIG_DIR=$DIR NETD_BIN=$NETD_BIN
+. "$ROOT/scripts/lib/rig.sh"
+PIDS=() # helper processes (monitors) of this script
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rig_cleanup' EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '%s\n' "$*" >&2; }
-
-# --- topology ----------------------------------------------------------------------
-ip netns add "$UL"
-ip -n "$UL" link add br0 type bridge
-ip -n "$UL" link set br0 up
-
-# plug NS PORT ADDR: namespace with eth0 (MTU 1500) on the underlay bridge.
-plug() {
-  ip netns add "$1"
-  ip -n "$1" link set lo up
-  ip link add eth0 netns "$1" type veth peer name "$2" netns "$UL"
-  ip -n "$UL" link set "$2" master br0 up
-  ip -n "$1" link set eth0 mtu 1500 up
-  ip -n "$1" addr add "$3/24" dev eth0
-}
-
-# start_node I: node namespace, config and netd (nsenter, not `ip netns exec`: netd's
-# sandbox mounts under /run/netns must stay visible to everyone).
-start_node() {
-  local i=$1 other=$((3 - $1)) d="$DIR/n$1"
-  plug "$P-n$i" "n$i" "192.168.77.$i"
-  ip netns exec "$P-n$i" sysctl -qw net.ipv4.ip_forward=1
-  mkdir -p "$d/state"
-  cat >"$d/netd.toml" <<EOF
-node_name = "$P-n$i"
-advertise_addr = "192.168.77.$i"
-data_port = 4789
-gossip_bind = "192.168.77.$i:7946"
-seeds = ["192.168.77.$other:7946"]
-gossip_keys = ["netd-bench-secret"]
-state_dir = "$d/state"
-api_socket = "$d/netd.sock"
-gwbridge_subnet = "172.18.0.0/16"
-reconcile_interval_ms = 2000
-EOF
-  NO_COLOR=1 nsenter --net="/run/netns/$P-n$i" "$NETD_BIN" run --config "$d/netd.toml" \
-    >"$d/netd.log" 2>&1 &
-  PIDS+=($!)
-}
 
 # api NODE METHOD PATH [BODY]: prints the body; fails unless the status is 2xx.
 api() {
@@ -103,15 +54,6 @@ api() {
   [[ $code == 2* ]] || { log "API $2 $3 -> $code: ${out%$'\n'*}"; return 1; }
 }
 
-wait_api() {
-  local i
-  for i in $(seq 300); do
-    api "$1" GET /v1/node >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  log "netd on node $1 did not come up:"; tail -20 "$DIR/n$1/netd.log" >&2; return 1
-}
-
 # attach NODE CONTAINER_NS ID [EXTRA_JSON_FIELDS]: prints the endpoint view.
 attach() {
   api "$1" PUT "/v1/endpoints/$3" \
@@ -119,10 +61,9 @@ attach() {
 }
 
 log "setting up 2 nodes (prefix $P, run dir $DIR)"
-start_node 1
-start_node 2
-wait_api 1
-wait_api 2
+rig_underlay
+rig_node 1 2
+rig_node 2 2
 for n in 1 2; do api "$n" PUT /v1/networks/bench "{\"subnet\":\"$SUBNET\",\"vni\":$VNI}" >/dev/null; done
 
 ip netns add "$P-ca"; ip netns add "$P-cb"

@@ -70,7 +70,7 @@ rig_cleanup() {
   for ns in $(ip netns list | awk '{print $1}' | grep -E "^($RIG-|nd-$RIG-)"); do
     ip netns del "$ns" 2>/dev/null || true
   done
-  rm -rf "$RIG_DIR"
+  if [ "${KEEP:-0}" = 1 ]; then echo "run dir kept: $RIG_DIR" >&2; else rm -rf "$RIG_DIR"; fi
 }
 
 # rig_restart I: restarts netd on node I with its current config, e.g. after appending lines
