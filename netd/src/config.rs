@@ -58,6 +58,17 @@ pub struct Config {
     /// TTL of the records netd answers itself.
     #[serde(default = "default_dns_ttl")]
     pub dns_ttl: u32,
+    /// Service VIP load balancer: `ebpf`, `nftables` or `none`; default `ebpf` when
+    /// `lb_cgroup` is set, else `none` (see `crate::lb`).
+    #[serde(default)]
+    pub lb_backend: Option<crate::lb::LbBackendKind>,
+    /// cgroup v2 (below the root) the containers' processes run in, for the eBPF socket LB;
+    /// `{node}` stands for `node_name`. Created if missing.
+    #[serde(default)]
+    pub lb_cgroup: Option<PathBuf>,
+    /// bpffs directory for the LB's pinned maps and links; default `/sys/fs/bpf/netd-{node}`.
+    #[serde(default)]
+    pub lb_pin_dir: Option<PathBuf>,
 }
 
 fn default_data_port() -> u16 {
@@ -130,6 +141,7 @@ impl Config {
         if self.gwbridge_subnet.prefix_len() > 28 {
             bail!("gwbridge_subnet: prefix must be /28 or larger");
         }
+        crate::lb::validate_config(self)?;
         Ok(())
     }
 

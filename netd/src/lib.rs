@@ -10,6 +10,7 @@ pub mod gossip;
 pub mod inspect;
 pub mod ipam;
 pub mod kernel;
+pub mod lb;
 pub mod reconcile;
 pub mod state;
 pub mod validate;

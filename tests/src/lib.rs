@@ -21,6 +21,7 @@ pub mod dns;
 pub mod fixtures;
 pub mod http;
 pub mod kernel;
+pub mod lb;
 pub mod monitor;
 pub mod netns;
 pub mod tcp;

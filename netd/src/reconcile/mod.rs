@@ -4,6 +4,7 @@
 
 mod dns;
 mod egress;
+mod lb;
 mod network;
 
 use crate::config::Config;
@@ -186,6 +187,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
             }
         }
     };
+    note(lb::reconcile(shared, &desired, &view));
     match scope {
         Scope::Network(name) | Scope::Locals(name) => {
             let parts = network::Parts {

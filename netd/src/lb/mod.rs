@@ -1,0 +1,138 @@
+//! Service VIP load balancing: connections from containers to `VIP:port` of a `vip`-mode
+//! service are spread over the service's enabled tasks on all nodes.
+//!
+//! The data plane is behind [`LoadBalancer`]; two implementations:
+//! - [`ebpf::EbpfLb`]: socket-level LB with cgroup `connect4`/`sendmsg4`/`recvmsg4`/
+//!   `getpeername4` programs (C, in `ebpf/`) attached to a cgroup the containers run in. The
+//!   destination is rewritten once, at connect/send time (no per-packet NAT for TCP); UDP
+//!   replies and `getpeername` show the VIP. Maps and links are pinned per node under bpffs,
+//!   so they survive a netd restart and are adopted by the next netd.
+//! - [`nft::NftLb`]: DNAT with `numgen random` maps in every local container's namespace (like
+//!   kube-proxy's nftables mode): for kernels without the BPF features, and the baseline.
+
+pub mod ebpf;
+pub mod hash;
+pub mod maglev;
+pub mod maps;
+pub mod model;
+pub mod nft;
+
+use crate::config::Config;
+use anyhow::{bail, Result};
+use model::LbModel;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// `lb_backend` in netd.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbBackendKind {
+    Ebpf,
+    Nftables,
+    None,
+}
+
+/// A data plane for service VIPs.
+pub trait LoadBalancer: Send {
+    fn name(&self) -> &'static str;
+    /// Brings the data plane to `want`, changing only what differs from what it programmed
+    /// (adding or removing a backend touches that service only).
+    fn apply(&mut self, want: &LbModel) -> Result<()>;
+    /// What is programmed now.
+    fn current(&self) -> LbModel;
+}
+
+/// The backend in effect: the configured one, else `ebpf` when a cgroup is configured, else
+/// none.
+pub fn backend_kind(cfg: &Config) -> LbBackendKind {
+    match cfg.lb_backend {
+        Some(k) => k,
+        None if cfg.lb_cgroup.is_some() => LbBackendKind::Ebpf,
+        None => LbBackendKind::None,
+    }
+}
+
+fn expand(p: &Path, cfg: &Config) -> PathBuf {
+    PathBuf::from(p.to_string_lossy().replace("{node}", &cfg.node_name))
+}
+
+/// The cgroup (v2) the eBPF programs attach to, `{node}` replaced by the node name.
+pub fn cgroup_path(cfg: &Config) -> Option<PathBuf> {
+    cfg.lb_cgroup.as_deref().map(|p| expand(p, cfg))
+}
+
+/// The per-node bpffs directory for pinned maps and links.
+pub fn pin_dir(cfg: &Config) -> PathBuf {
+    cfg.lb_pin_dir
+        .as_deref()
+        .map(|p| expand(p, cfg))
+        .unwrap_or_else(|| PathBuf::from(format!("/sys/fs/bpf/netd-{}", cfg.node_name)))
+}
+
+/// Config checks (no side effects).
+pub fn validate_config(cfg: &Config) -> Result<()> {
+    if backend_kind(cfg) == LbBackendKind::Ebpf {
+        let Some(cg) = cgroup_path(cfg) else {
+            bail!("lb_cgroup: required with lb_backend = \"ebpf\"");
+        };
+        if !cg.is_absolute() || cg.components().count() < 3 {
+            bail!("lb_cgroup: {} must be an absolute path below a cgroup v2 mount (never the root cgroup)", cg.display());
+        }
+    }
+    if !pin_dir(cfg).is_absolute() {
+        bail!("lb_pin_dir: must be an absolute path");
+    }
+    Ok(())
+}
+
+/// Creates the configured backend (None for `none`).
+pub fn open(cfg: &Config) -> Result<Option<Box<dyn LoadBalancer>>> {
+    Ok(match backend_kind(cfg) {
+        LbBackendKind::None => None,
+        LbBackendKind::Nftables => Some(Box::new(nft::NftLb::new())),
+        LbBackendKind::Ebpf => {
+            let cg = cgroup_path(cfg).expect("validated");
+            Some(Box::new(ebpf::EbpfLb::open(&cg, &pin_dir(cfg))?))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Config {
+        toml::from_str(&format!(
+            "node_name = \"n1\"\nadvertise_addr = \"10.9.0.1\"\ngossip_keys = [\"secret-key\"]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn backend_defaults() {
+        let c = cfg("");
+        c.validate().unwrap();
+        assert_eq!(backend_kind(&c), LbBackendKind::None);
+        assert_eq!(pin_dir(&c), PathBuf::from("/sys/fs/bpf/netd-n1"));
+        let c = cfg("lb_cgroup = \"/sys/fs/cgroup/unified/netd-{node}\"\n");
+        c.validate().unwrap();
+        assert_eq!(backend_kind(&c), LbBackendKind::Ebpf);
+        assert_eq!(
+            cgroup_path(&c),
+            Some(PathBuf::from("/sys/fs/cgroup/unified/netd-n1"))
+        );
+        assert_eq!(
+            backend_kind(&cfg("lb_backend = \"nftables\"\n")),
+            LbBackendKind::Nftables
+        );
+    }
+
+    #[test]
+    fn ebpf_needs_a_cgroup_below_the_root() {
+        let e = cfg("lb_backend = \"ebpf\"\n").validate().unwrap_err();
+        assert!(e.to_string().contains("lb_cgroup"), "{e}");
+        let e = cfg("lb_cgroup = \"/sys\"\n").validate().unwrap_err();
+        assert!(e.to_string().contains("lb_cgroup"), "{e}");
+        assert!(toml::from_str::<Config>("lb_backend = \"ipvs\"\n").is_err());
+    }
+}

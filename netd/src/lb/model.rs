@@ -1,0 +1,238 @@
+//! What the load balancer should do, derived from the desired state (local endpoints) and the
+//! cluster view (remote endpoints): one frontend per (VIP, target port, protocol) of every
+//! `vip`-mode service, with the enabled tasks on all nodes as backends.
+
+use crate::api::types::{EndpointMode, Protocol, ServiceSpec};
+use crate::gossip::ClusterView;
+use crate::state::DesiredState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub const fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+    pub const fn from_number(n: u8) -> Option<Proto> {
+        match n {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// VIP:port/protocol, what clients connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Frontend {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+/// A task: address and target port (the protocol is the frontend's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Backend {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Service {
+    /// The network the VIP belongs to.
+    pub network: String,
+    /// Enabled backends (drained ones are left out), sorted.
+    pub backends: BTreeSet<Backend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LbModel {
+    pub services: BTreeMap<Frontend, Service>,
+    /// Local container namespaces and the networks they are attached to (the clients; used by
+    /// backends that program each container, like nftables).
+    pub clients: BTreeMap<PathBuf, BTreeSet<String>>,
+}
+
+impl LbModel {
+    pub fn build(desired: &DesiredState, view: &ClusterView) -> LbModel {
+        let mut m = LbModel::default();
+        let locals = desired.endpoints.values().map(|e| {
+            (
+                e.spec.network.as_str(),
+                e.ip,
+                e.spec.service.as_ref(),
+                e.service_disabled,
+            )
+        });
+        let remotes = view
+            .endpoints
+            .iter()
+            .filter(|e| desired.networks.contains_key(&e.network))
+            .map(|e| {
+                (
+                    e.network.as_str(),
+                    e.ip,
+                    e.service.as_ref(),
+                    e.service_disabled,
+                )
+            });
+        for (network, ip, svc, disabled) in locals.chain(remotes) {
+            m.add(network, ip, svc, disabled);
+        }
+        for e in desired.endpoints.values() {
+            m.clients
+                .entry(e.spec.netns.clone())
+                .or_default()
+                .insert(e.spec.network.clone());
+        }
+        m
+    }
+
+    fn add(&mut self, network: &str, ip: Ipv4Addr, svc: Option<&ServiceSpec>, disabled: bool) {
+        let Some(svc) = svc else { return };
+        if svc.endpoint_mode != EndpointMode::Vip {
+            return; // dnsrr: no VIP, nothing to balance
+        }
+        let Some(vip) = svc.vip else { return };
+        for p in &svc.ports {
+            let fe = Frontend {
+                vip,
+                port: p.target_port,
+                proto: match p.protocol {
+                    Protocol::Tcp => Proto::Tcp,
+                    Protocol::Udp => Proto::Udp,
+                },
+            };
+            let s = self.services.entry(fe).or_insert_with(|| Service {
+                network: network.to_string(),
+                backends: BTreeSet::new(),
+            });
+            if s.network != network {
+                // A VIP belongs to one network; a conflicting claim is ignored.
+                tracing::warn!(%vip, network, other = %s.network, "VIP claimed on two networks");
+                continue;
+            }
+            if !disabled {
+                s.backends.insert(Backend {
+                    ip,
+                    port: p.target_port,
+                });
+            }
+        }
+    }
+
+    /// Right after a start (gossip still catching up): keeps the backends `current` has that
+    /// are not local endpoints (local ones are known for sure), and its services.
+    pub fn keep_unknown_remotes(&mut self, current: &LbModel, local_ips: &BTreeSet<Ipv4Addr>) {
+        for (fe, cur) in &current.services {
+            let s = self.services.entry(*fe).or_insert_with(|| Service {
+                network: cur.network.clone(),
+                backends: BTreeSet::new(),
+            });
+            for b in &cur.backends {
+                if !local_ips.contains(&b.ip) {
+                    s.backends.insert(*b);
+                }
+            }
+        }
+    }
+
+    /// Services a client on `networks` can reach.
+    pub fn services_for<'a>(
+        &'a self,
+        networks: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = (&'a Frontend, &'a Service)> + 'a {
+        self.services
+            .iter()
+            .filter(move |(_, s)| networks.contains(&s.network))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::{PortSpec, PublishMode, RemoteEndpointView};
+
+    fn svc(mode: EndpointMode, vip: Option<&str>) -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            id: "s1".into(),
+            vip: vip.map(|v| v.parse().unwrap()),
+            ports: vec![PortSpec {
+                protocol: Protocol::Tcp,
+                target_port: 80,
+                published_port: None,
+                publish_mode: PublishMode::Ingress,
+            }],
+            endpoint_mode: mode,
+        }
+    }
+
+    fn remote(ip: u8, s: ServiceSpec, disabled: bool) -> RemoteEndpointView {
+        RemoteEndpointView {
+            id: format!("e{ip}"),
+            node: "n2".into(),
+            network: "web".into(),
+            ip: Ipv4Addr::new(10, 1, 0, ip),
+            mac: String::new(),
+            vtep: Ipv4Addr::new(192, 168, 0, 2),
+            name: "t".into(),
+            aliases: vec![],
+            service: Some(s),
+            service_disabled: disabled,
+        }
+    }
+
+    fn desired() -> DesiredState {
+        let mut d = DesiredState::default();
+        d.networks.insert(
+            "web".into(),
+            serde_json::from_str(r#"{"subnet":"10.1.0.0/24","vni":4097}"#).unwrap(),
+        );
+        d
+    }
+
+    #[test]
+    fn drained_tasks_are_not_backends_and_dnsrr_has_no_frontend() {
+        let vip = Some("10.1.0.100");
+        let view = ClusterView {
+            peers: vec![],
+            endpoints: vec![
+                remote(2, svc(EndpointMode::Vip, vip), false),
+                remote(3, svc(EndpointMode::Vip, vip), true),
+                remote(4, svc(EndpointMode::Dnsrr, None), false),
+            ],
+        };
+        let m = LbModel::build(&desired(), &view);
+        assert_eq!(m.services.len(), 1);
+        let s = m.services.values().next().unwrap();
+        let ips: Vec<_> = s.backends.iter().map(|b| b.ip).collect();
+        assert_eq!(ips, vec![Ipv4Addr::new(10, 1, 0, 2)]);
+    }
+
+    #[test]
+    fn all_drained_keeps_the_frontend_without_backends() {
+        let view = ClusterView {
+            peers: vec![],
+            endpoints: vec![remote(3, svc(EndpointMode::Vip, Some("10.1.0.100")), true)],
+        };
+        let m = LbModel::build(&desired(), &view);
+        assert_eq!(m.services.len(), 1);
+        assert!(m.services.values().next().unwrap().backends.is_empty());
+    }
+}

@@ -1,0 +1,46 @@
+//! Service VIP load balancing, from the desired state and the cluster view (see `crate::lb`).
+//! Runs on the reconcile thread after every pass; cheap when nothing changed (the model is
+//! compared with what is programmed, and only differing services are touched).
+
+use super::Shared;
+use crate::gossip::ClusterView;
+use crate::lb::{self, model::LbModel, LoadBalancer};
+use crate::state::DesiredState;
+use anyhow::Result;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// The backend, opened on the first pass (one netd per process, one reconcile thread).
+static LB: Mutex<Option<Box<dyn LoadBalancer>>> = Mutex::new(None);
+
+/// LB failures are logged and retried on the next pass; they do not fail the API call that
+/// triggered the pass (an endpoint is attached and reachable by address even if its service
+/// VIP is not programmed yet).
+pub fn reconcile(shared: &Shared, desired: &DesiredState, view: &ClusterView) -> Result<()> {
+    if let Err(e) = sync(shared, desired, view) {
+        tracing::warn!(error = %format!("{e:#}"), "service load balancer");
+    }
+    Ok(())
+}
+
+fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView) -> Result<()> {
+    if lb::backend_kind(&shared.cfg) == lb::LbBackendKind::None {
+        return Ok(());
+    }
+    let mut guard = LB.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.is_none() {
+        let Some(opened) = lb::open(&shared.cfg)? else {
+            return Ok(());
+        };
+        tracing::info!(backend = opened.name(), "service load balancer ready");
+        *guard = Some(opened);
+    }
+    let lb = guard.as_mut().expect("opened above");
+    let mut want = LbModel::build(desired, view);
+    // Right after a start, keep remote backends already programmed until gossip caught up.
+    if shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128 {
+        let local: BTreeSet<_> = desired.endpoints.values().map(|e| e.ip).collect();
+        want.keep_unknown_remotes(&lb.current(), &local);
+    }
+    lb.apply(&want)
+}

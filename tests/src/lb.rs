@@ -1,0 +1,268 @@
+//! Service load balancing tests: backend servers that say who they are, clients that run in
+//! a container namespace *and* (for the eBPF backend) in the node's LB cgroup, and cleanup of
+//! the per-node cgroups and bpffs pins.
+//!
+//! Clients are `python3` processes: a process is moved into the cgroup first (its pid written
+//! to `cgroup.procs`), then enters the container's namespace with `nsenter --net` (not
+//! `ip netns exec`, which remounts /sys).
+
+use crate::cluster::{Cluster, Node};
+use crate::cmd::Background;
+use crate::netns::in_netns;
+use crate::tcp::listen_in;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
+
+/// Which LB data plane a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbKind {
+    Ebpf,
+    Nftables,
+}
+
+impl LbKind {
+    /// Config lines for every node.
+    pub fn config_lines(self) -> Vec<String> {
+        match self {
+            LbKind::Ebpf => vec![
+                "lb_backend = \"ebpf\"".into(),
+                format!("lb_cgroup = \"{CGROUP_ROOT}/netd-test-{{node}}\""),
+            ],
+            LbKind::Nftables => vec!["lb_backend = \"nftables\"".into()],
+        }
+    }
+}
+
+/// The cgroup netd of `node` attaches to (eBPF), as configured by [`LbKind::config_lines`].
+pub fn cgroup_of(node: &Node) -> PathBuf {
+    Path::new(CGROUP_ROOT).join(format!("netd-test-{}", node.name))
+}
+
+pub fn pin_dir_of(node: &Node) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/netd-{}", node.name))
+}
+
+/// Removes the per-node cgroups (killing what is left in them) and bpffs pins on drop.
+/// Declare it after the cluster, so it runs first.
+pub struct LbCleanup {
+    cgroups: Vec<PathBuf>,
+    pins: Vec<PathBuf>,
+}
+
+impl LbCleanup {
+    pub fn new(cluster: &Cluster) -> LbCleanup {
+        LbCleanup {
+            cgroups: cluster.nodes.iter().map(cgroup_of).collect(),
+            pins: cluster.nodes.iter().map(pin_dir_of).collect(),
+        }
+    }
+}
+
+impl Drop for LbCleanup {
+    fn drop(&mut self) {
+        for cg in &self.cgroups {
+            if cg.exists() {
+                let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+                for _ in 0..50 {
+                    if std::fs::remove_dir(cg).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        for p in &self.pins {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// A backend task: TCP (answers `<id>\n`, then echoes) and UDP (answers every datagram with
+/// `<id>`) on `port` inside namespace `ns`, until dropped.
+pub struct IdServer {
+    stop: Arc<AtomicBool>,
+}
+
+impl IdServer {
+    pub fn start(ns: &str, tcp_port: u16, udp_port: u16, id: &str) -> Result<IdServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = listen_in(ns, Ipv4Addr::UNSPECIFIED, tcp_port)?;
+        listener.set_nonblocking(true)?;
+        let udp = in_netns(ns, move || {
+            UdpSocket::bind(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::UNSPECIFIED,
+                udp_port,
+            )))
+        })??;
+        udp.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let (s1, s2) = (stop.clone(), stop.clone());
+        let (id1, id2) = (id.to_string(), id.to_string());
+        std::thread::spawn(move || {
+            while !s1.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let id = id1.clone();
+                        std::thread::spawn(move || {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                            if conn.write_all(format!("{id}\n").as_bytes()).is_err() {
+                                return;
+                            }
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n) = conn.read(&mut buf) {
+                                if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !s2.load(Ordering::SeqCst) {
+                if let Ok((_, from)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(id2.as_bytes(), from);
+                }
+            }
+        });
+        Ok(IdServer { stop })
+    }
+}
+
+impl Drop for IdServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The client program (python3): modes `tcp N`, `udp N`, `refused`, `hold FILE`.
+const CLIENT: &str = r#"
+import errno, json, os, socket, sys, time
+mode, vip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def line(s):
+    buf = b""
+    while not buf.endswith(b"\n"):
+        c = s.recv(1)
+        if not c:
+            break
+        buf += c
+    return buf.decode().strip()
+if mode == "tcp":
+    counts, peers, errors = {}, set(), {}
+    for _ in range(int(sys.argv[4])):
+        try:
+            s = socket.create_connection((vip, port), timeout=5)
+            peers.add("%s:%d" % s.getpeername())
+            ident = line(s)
+            counts[ident] = counts.get(ident, 0) + 1
+            s.close()
+        except OSError as e:
+            k = errno.errorcode.get(e.errno, str(e))
+            errors[k] = errors.get(k, 0) + 1
+    print(json.dumps({"counts": counts, "peers": sorted(peers), "errors": errors}))
+elif mode == "udp":
+    counts, froms = {}, set()
+    for _ in range(int(sys.argv[4])):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(3)
+        s.sendto(b"hi", (vip, port))
+        data, frm = s.recvfrom(1500)
+        froms.add("%s:%d" % frm)
+        counts[data.decode()] = counts.get(data.decode(), 0) + 1
+        s.close()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.connect((vip, port))
+    s.send(b"hi")
+    data, frm = s.recvfrom(1500)
+    print(json.dumps({"counts": counts, "froms": sorted(froms),
+                      "connected_peer": "%s:%d" % s.getpeername(),
+                      "connected_from": "%s:%d" % frm}))
+elif mode == "refused":
+    t = time.time()
+    try:
+        socket.create_connection((vip, port), timeout=10)
+        r = "connected"
+    except OSError as e:
+        r = errno.errorcode.get(e.errno, str(e))
+    print(json.dumps({"result": r, "secs": time.time() - t}))
+elif mode == "hold":
+    s = socket.create_connection((vip, port), timeout=5)
+    s.settimeout(60)
+    print(json.dumps({"backend": line(s)}), flush=True)
+    while not os.path.exists(sys.argv[4]):
+        time.sleep(0.05)
+    s.sendall(b"still-there\n")
+    print(json.dumps({"echo": line(s)}), flush=True)
+"#;
+
+/// argv for running the client in `ns` (and in `cgroup` when given).
+fn client_argv(ns: &str, cgroup: Option<&Path>, args: &[String]) -> Vec<String> {
+    let enter = format!(
+        "exec nsenter --net={} python3 -c \"$0\" \"$@\"",
+        crate::netns::path(ns).display()
+    );
+    let script = match cgroup {
+        Some(cg) => format!("echo $$ > {}/cgroup.procs && {enter}", cg.display()),
+        None => enter,
+    };
+    let mut argv = vec!["-c".to_string(), script, CLIENT.to_string()];
+    argv.extend(args.iter().cloned());
+    argv
+}
+
+/// Runs the client to completion and parses its JSON line.
+pub fn client(ns: &str, cgroup: Option<&Path>, args: &[String]) -> Result<Value> {
+    let out = Command::new("sh")
+        .args(client_argv(ns, cgroup, args))
+        .stdin(Stdio::null())
+        .output()
+        .context("spawning client")?;
+    if !out.status.success() {
+        bail!(
+            "client {args:?} in {ns} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).with_context(|| format!("client output {text:?}"))
+}
+
+/// Starts the client in the background (for `hold`).
+pub fn client_bg(
+    ns: &str,
+    cgroup: Option<&Path>,
+    args: &[String],
+    dir: &Path,
+    tag: &str,
+) -> Result<Background> {
+    Background::spawn("sh", &client_argv(ns, cgroup, args), dir, tag)
+}
+
+/// Reads the first JSON line a background client printed, waiting up to `timeout`.
+pub fn first_line(bg: &Background, n: usize, timeout: Duration) -> Result<Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let f = std::fs::File::open(&bg.stdout_path)?;
+        let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
+        if lines.len() > n {
+            return Ok(serde_json::from_str(&lines[n])?);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("no line {n} from `{}`; stderr: {}", bg.cmdline, bg.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

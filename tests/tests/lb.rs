@@ -1,0 +1,370 @@
+//! Service VIP load balancing on three nodes, real traffic from container namespaces: the same
+//! behaviour suite runs against the eBPF (cgroup socket LB) and the nftables backends.
+//! Six tasks (two per node) of one `vip`-mode service with a TCP and a UDP port; clients are
+//! containers on nodes 1 and 3 that are not tasks.
+
+use netd_tests::lb::{self, IdServer, LbCleanup, LbKind};
+use netd_tests::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const VNI: u32 = 4201;
+const SUBNET: &str = "10.232.1.0/24";
+const VIP: &str = "10.232.1.250";
+const EMPTY_VIP: &str = "10.232.1.251";
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+
+fn service(id: &str, vip: &str, mode: &str) -> Value {
+    let mut s = json!({
+        "name": id, "id": id, "endpoint_mode": mode,
+        "ports": [{"protocol": "tcp", "target_port": TCP_PORT},
+                  {"protocol": "udp", "target_port": UDP_PORT}],
+    });
+    if mode == "vip" {
+        s["vip"] = json!(vip);
+    }
+    s
+}
+
+struct Task {
+    node: usize,
+    container: Container,
+    id: String,
+    _server: Option<IdServer>,
+}
+
+fn counts(v: &Value) -> BTreeMap<String, u64> {
+    v["counts"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+struct Rig {
+    kind: LbKind,
+    _cleanup: LbCleanup,
+    tasks: Vec<Task>,
+    /// (node, container) of the clients.
+    clients: Vec<(usize, Container)>,
+    cluster: Cluster,
+}
+
+impl Rig {
+    fn cgroup(&self, node: usize) -> Option<PathBuf> {
+        (self.kind == LbKind::Ebpf).then(|| lb::cgroup_of(self.cluster.node(node)))
+    }
+
+    fn run(&self, client: usize, args: &[&str]) -> Result<Value, String> {
+        let (node, c) = &self.clients[client];
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        lb::client(&c.name, self.cgroup(*node).as_deref(), &args).map_err(|e| format!("{e:#}"))
+    }
+
+    fn tcp(&self, client: usize, n: usize) -> Result<Value, String> {
+        self.run(client, &["tcp", VIP, &TCP_PORT.to_string(), &n.to_string()])
+    }
+}
+
+fn rig(kind: LbKind) -> Option<Rig> {
+    let mut b = Cluster::builder(3);
+    for l in kind.config_lines() {
+        b = b.config_line(&l);
+    }
+    let cluster = b.start()?;
+    let cleanup = LbCleanup::new(&cluster);
+    cluster.create_network("lbnet", &json!({"subnet": SUBNET, "vni": VNI}));
+    let mut tasks = Vec::new();
+    let mut attached = Vec::new();
+    for node in &cluster.nodes {
+        for _ in 0..2 {
+            let container = cluster.container();
+            let ep = node.attach(
+                &container,
+                "lbnet",
+                "eth0",
+                Some(json!({"service": service("web", VIP, "vip")})),
+            );
+            let server = IdServer::start(&container.name, TCP_PORT, UDP_PORT, &container.name)
+                .expect("backend server");
+            attached.push(Attached {
+                node: node.index,
+                container: container.clone(),
+                ep: ep.clone(),
+            });
+            tasks.push(Task {
+                node: node.index,
+                container,
+                id: ep.id,
+                _server: Some(server),
+            });
+        }
+    }
+    let mut clients = Vec::new();
+    for n in [1, 3] {
+        let container = cluster.container();
+        let ep = cluster.node(n).attach(&container, "lbnet", "eth0", None);
+        attached.push(Attached {
+            node: n,
+            container: container.clone(),
+            ep,
+        });
+        clients.push((n, container));
+    }
+    wait_meshed(&cluster, VNI, &attached);
+    Some(Rig {
+        kind,
+        _cleanup: cleanup,
+        tasks,
+        clients,
+        cluster,
+    })
+}
+
+/// Every client reaches every task through the VIP (gossip and LB programming converged).
+fn wait_all_backends(r: &Rig, expect: usize) {
+    for client in 0..r.clients.len() {
+        eventually(
+            CONVERGE,
+            &format!("client {client} reaches {expect} tasks via the VIP"),
+            || {
+                let v = r.tcp(client, 60)?;
+                let c = counts(&v);
+                if c.len() == expect && v["errors"].as_object().is_some_and(|e| e.is_empty()) {
+                    Ok(())
+                } else {
+                    Err(v.to_string())
+                }
+            },
+        );
+    }
+}
+
+fn suite(kind: LbKind) {
+    let Some(r) = rig(kind) else { return };
+    wait_all_backends(&r, 6);
+
+    // Distribution: 600 connections from node 1, every task (on every node) hit, none more
+    // than twice its fair share; getpeername shows the VIP.
+    let v = r.tcp(0, 600).unwrap();
+    let c = counts(&v);
+    eprintln!("{kind:?}: 600 connections over 6 tasks: {c:?}");
+    assert_eq!(c.len(), 6, "every task hit: {v}");
+    assert!(
+        c.values().all(|n| *n <= 200),
+        "no task over 2x its share (100): {v}"
+    );
+    assert_eq!(c.values().sum::<u64>(), 600, "{v}");
+    assert_eq!(
+        v["peers"],
+        json!([format!("{VIP}:{TCP_PORT}")]),
+        "getpeername: {v}"
+    );
+
+    // UDP through the VIP: replies come from the VIP, unconnected and connected sockets.
+    let u = r
+        .run(1, &["udp", VIP, &UDP_PORT.to_string(), "60"])
+        .unwrap();
+    assert_eq!(
+        u["froms"],
+        json!([format!("{VIP}:{UDP_PORT}")]),
+        "UDP replies: {u}"
+    );
+    assert_eq!(
+        u["connected_peer"],
+        json!(format!("{VIP}:{UDP_PORT}")),
+        "{u}"
+    );
+    assert_eq!(
+        u["connected_from"],
+        json!(format!("{VIP}:{UDP_PORT}")),
+        "{u}"
+    );
+    assert!(counts(&u).len() >= 3, "UDP spread over tasks: {u}");
+
+    // Drain: a held connection to some task survives draining it; new ones avoid it.
+    let dir = r.cluster.dir.clone();
+    let go = dir.join("hold-go");
+    let (node, c0) = &r.clients[0];
+    let mut hold = lb::client_bg(
+        &c0.name,
+        r.cgroup(*node).as_deref(),
+        &[
+            "hold".into(),
+            VIP.into(),
+            TCP_PORT.to_string(),
+            go.display().to_string(),
+        ],
+        &dir,
+        "hold",
+    )
+    .unwrap();
+    let held = lb::first_line(&hold, 0, Duration::from_secs(10)).unwrap()["backend"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let drained = r.tasks.iter().find(|t| t.container.name == held).unwrap();
+    let (st, body) = r.cluster.node(drained.node).api(
+        "PATCH",
+        &format!("/v1/endpoints/{}", drained.id),
+        Some(&json!({"service_disabled": true})),
+    );
+    assert_eq!(st, 200, "{body}");
+    for client in 0..2 {
+        eventually(CONVERGE, "drained task gets no new connections", || {
+            let v = r.tcp(client, 120)?;
+            let c = counts(&v);
+            if c.len() == 5 && !c.contains_key(&held) {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        });
+    }
+    std::fs::write(&go, "").unwrap();
+    let echo = lb::first_line(&hold, 1, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        echo["echo"],
+        json!("still-there"),
+        "held connection to the drained task"
+    );
+    hold.wait_exit(Duration::from_secs(10)).unwrap();
+
+    // Removal: a deleted task gets no new connections.
+    let removed = r
+        .tasks
+        .iter()
+        .find(|t| t.container.name != held && t.node != drained.node)
+        .unwrap();
+    let (st, body) =
+        r.cluster
+            .node(removed.node)
+            .api("DELETE", &format!("/v1/endpoints/{}", removed.id), None);
+    assert!(st == 200 || st == 204, "{body}");
+    for client in 0..2 {
+        eventually(CONVERGE, "removed task gets no new connections", || {
+            let v = r.tcp(client, 120)?;
+            let c = counts(&v);
+            if c.len() == 4 && !c.contains_key(&removed.container.name) {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        });
+    }
+
+    // A service whose only task is drained: connect is refused at once, not a hang.
+    let lonely = r.cluster.container();
+    let node2 = r.cluster.node(2);
+    let ep = node2.attach(
+        &lonely,
+        "lbnet",
+        "eth0",
+        Some(json!({"service": service("empty", EMPTY_VIP, "vip")})),
+    );
+    let (st, _) = node2.api(
+        "PATCH",
+        &format!("/v1/endpoints/{}", ep.id),
+        Some(&json!({"service_disabled": true})),
+    );
+    assert_eq!(st, 200);
+    // dnsrr: no VIP, nothing programmed; its task stays reachable directly.
+    let rr = r.cluster.container();
+    r.cluster.node(3).attach(
+        &rr,
+        "lbnet",
+        "eth0",
+        Some(json!({"service": service("rr", "", "dnsrr")})),
+    );
+    for client in 0..2 {
+        eventually(CONVERGE, "service without tasks refuses", || {
+            let v = r.run(client, &["refused", EMPTY_VIP, &TCP_PORT.to_string()])?;
+            if v["result"] == json!("ECONNREFUSED") && v["secs"].as_f64().unwrap_or(99.0) < 1.0 {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        });
+    }
+    if kind == LbKind::Ebpf {
+        check_programmed_frontends(&r, 4); // web tcp+udp, empty tcp+udp; none for dnsrr
+        restart_adopts(&r, held.as_str(), &removed.container.name);
+    }
+}
+
+/// Number of services in node 1's pinned `lb_services` map (bpftool).
+fn check_programmed_frontends(r: &Rig, want: usize) {
+    let pin = lb::pin_dir_of(r.cluster.node(1)).join("lb_services");
+    let out = run_ok(
+        "bpftool",
+        &["-j", "map", "dump", "pinned", pin.to_str().unwrap()],
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(want), "lb_services: {v}");
+}
+
+/// netd restarts on node 1: it adopts the pinned programs (no reload), a connection opened
+/// before the restart keeps working, and new connections are still balanced.
+fn restart_adopts(r: &Rig, drained: &str, removed: &str) {
+    let dir = r.cluster.dir.clone();
+    let go = dir.join("hold2-go");
+    let (node, c0) = &r.clients[0];
+    let mut hold = lb::client_bg(
+        &c0.name,
+        r.cgroup(*node).as_deref(),
+        &[
+            "hold".into(),
+            VIP.into(),
+            TCP_PORT.to_string(),
+            go.display().to_string(),
+        ],
+        &dir,
+        "hold2",
+    )
+    .unwrap();
+    lb::first_line(&hold, 0, Duration::from_secs(10)).unwrap();
+    let n1 = r.cluster.node(1);
+    n1.restart();
+    assert!(
+        n1.log_tail(200).contains("adopting pinned LB programs"),
+        "restart adopts the pinned programs:\n{}",
+        n1.log_tail(60)
+    );
+    std::fs::write(&go, "").unwrap();
+    let echo = lb::first_line(&hold, 1, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        echo["echo"],
+        json!("still-there"),
+        "connection across restart"
+    );
+    hold.wait_exit(Duration::from_secs(10)).unwrap();
+    eventually(CONVERGE, "balanced after restart", || {
+        let v = r.tcp(0, 120)?;
+        let c = counts(&v);
+        if c.len() == 4 && !c.contains_key(drained) && !c.contains_key(removed) {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+}
+
+#[test]
+fn ebpf_service_load_balancing() {
+    if !Path::new(lb::CGROUP_ROOT).join("cgroup.procs").exists() {
+        println!("SKIP: no cgroup v2 at {}", lb::CGROUP_ROOT);
+        return;
+    }
+    suite(LbKind::Ebpf);
+}
+
+#[test]
+fn nftables_service_load_balancing() {
+    suite(LbKind::Nftables);
+}
