@@ -527,3 +527,62 @@ fn malformed_queries_get_the_right_rcode_and_do_not_hurt() {
     );
     assert!(w.cluster.node(1).is_running(), "netd died");
 }
+
+/// A process in the container may run its own DNS server on port 53 (even on 0.0.0.0): netd's
+/// resolver lives on another port behind a DNAT for 127.0.0.11:53 only, so both keep working.
+#[test]
+fn a_container_process_on_port_53_coexists_with_the_resolver() {
+    let Some(w) = world() else { return };
+    let ns = &w.asker.name;
+    let hosts = w.cluster.dir.join("own-hosts");
+    std::fs::write(&hosts, "10.99.99.99 mine.internal\n").unwrap();
+    let own = Background::spawn_in(
+        ns,
+        &[
+            "dnsmasq",
+            "-k",
+            "--no-resolv",
+            "--no-hosts",
+            "--port=53",
+            "--pid-file=",
+            &format!("--addn-hosts={}", hosts.display()),
+            "--local=/internal/",
+        ],
+        &w.cluster.dir,
+        "own-dnsmasq",
+    )
+    .unwrap();
+    let my_ip = w
+        .eps
+        .iter()
+        .find(|e| e.0.starts_with(ns.as_str()))
+        .unwrap()
+        .1
+        .to_string();
+    eventually(CONVERGE, "the container's own DNS server answers", || {
+        let out = exec_in(
+            ns,
+            &[
+                "dig",
+                "+short",
+                "+time=1",
+                "+tries=1",
+                &format!("@{my_ip}"),
+                "mine.internal",
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        if out.stdout.trim() == "10.99.99.99" {
+            Ok(())
+        } else {
+            Err(format!("{out:?} / {}", own.stderr()))
+        }
+    });
+    let d = dig(ns, &["web"]).unwrap();
+    assert_eq!(
+        d.ips(),
+        vec![VIP.parse::<Ipv4Addr>().unwrap()],
+        "netd's resolver with a port-53 server beside it: {d:?}"
+    );
+    assert_eq!(getent(ns, "web"), vec![VIP.parse::<Ipv4Addr>().unwrap()]);
+}
