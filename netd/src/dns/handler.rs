@@ -6,9 +6,10 @@ use super::DnsShared;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Message, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, PTR};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinDecoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use rand::seq::SliceRandom;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +58,18 @@ impl RequestHandler for Resolver {
                 .unwrap_or_else(|_| info(request, ResponseCode::NotImp));
         }
         let queries = request.queries.queries();
+        if question_is_compressed(request.queries.as_bytes()) {
+            // hickory echoes the question bytes as they came: a name compressed with a pointer
+            // (only ever into the header, for a question) would point elsewhere in the answer.
+            // Answer FORMERR without the question.
+            let none = Queries::read(&mut BinDecoder::new(&[]), 0).expect("empty question");
+            let resp = MessageResponseBuilder::new(&none, edns.as_ref())
+                .error_msg(&request.metadata, ResponseCode::FormErr);
+            return rh
+                .send_response(resp)
+                .await
+                .unwrap_or_else(|_| info(request, ResponseCode::FormErr));
+        }
         if queries.len() != 1 {
             return rh
                 .send_response(send_rcode(ResponseCode::FormErr))
@@ -145,6 +158,19 @@ impl RequestHandler for Resolver {
             Outcome::Dropped => info(request, ResponseCode::Refused),
         }
     }
+}
+
+/// Whether the raw question section's first name uses a compression pointer.
+fn question_is_compressed(section: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&len) = section.get(i) {
+        match len & 0xC0 {
+            0 if len == 0 => return false,
+            0 => i += 1 + len as usize,
+            _ => return true,
+        }
+    }
+    false
 }
 
 impl Resolver {
