@@ -17,7 +17,14 @@ fn main() {
             entry.expect("entry").path().display()
         );
     }
-    for prog in ["connect4", "sendmsg4", "recvmsg4", "getpeername4"] {
+    for prog in [
+        "connect4",
+        "sendmsg4",
+        "recvmsg4",
+        "getpeername4",
+        "tc_ingress",
+        "tc_egress",
+    ] {
         let c = src.join(format!("{prog}.c"));
         println!("cargo:rerun-if-changed={}", c.display());
         let obj = out.join(format!("{prog}.o"));

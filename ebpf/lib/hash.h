@@ -23,4 +23,15 @@ static __always_inline __u32 lb_flow_hash(__u64 cookie, __u32 vip, __u16 port, _
 	return (__u32)(h ^ (h >> 32));
 }
 
+/* The packet path's flow hash: the 5-tuple (as stored in packets), so every node picks the
+ * same backend for a flow. */
+static __always_inline __u32 lb_tuple_hash(__u32 saddr, __u16 sport, __u32 vip, __u16 port,
+					   __u8 proto)
+{
+	__u64 svc = ((__u64)vip << 32) | ((__u64)port << 8) | proto;
+	__u64 cli = ((__u64)saddr << 32) | sport;
+	__u64 h = lb_fmix64(cli ^ lb_fmix64(svc ^ 0x6e657464ULL));
+	return (__u32)(h ^ (h >> 32));
+}
+
 #endif

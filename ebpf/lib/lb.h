@@ -6,10 +6,10 @@
 
 #include <linux/types.h>
 
-/* Maglev table size per service (prime), number of service slots, backends. */
+/* Maglev table size per service (prime), number of service slots (frontends), backends. */
 #define LB_MAGLEV_M 1021
-#define LB_MAX_SERVICES 1024
-#define LB_MAX_BACKENDS 16384
+#define LB_MAX_SERVICES 32768
+#define LB_MAX_BACKENDS 262144
 #define LB_MAX_REV_NAT 65536
 
 /* services: VIP:port/proto -> slot + number of enabled backends. */
@@ -25,15 +25,22 @@ struct lb_svc_val {
 	__u32 count; /* enabled backends; 0: connect/sendmsg are refused */
 };
 
-/* backends: backend id -> address. */
+/* backends: backend id -> address (ip 0: unused) and MAC (the packet path addresses frames
+ * to the backend). */
 struct lb_backend {
 	__be32 ip;
 	__be16 port;
 	__u8 proto;
 	__u8 pad;
+	__u8 mac[6];
+	__u16 pad2;
 };
 
-/* lb_maglev: array, index slot * LB_MAGLEV_M + i -> backend id. */
+/* lb_maglev: array, slot -> the service's Maglev table (backend ids), written whole by one
+ * update (one syscall per service, 4 KiB per slot). */
+struct lb_maglev_row {
+	__u32 ids[LB_MAGLEV_M];
+};
 
 /* reverse NAT for UDP replies and getpeername: socket cookie + backend -> VIP. */
 struct lb_rev_key {
@@ -47,6 +54,26 @@ struct lb_rev_val {
 	__be32 vip;
 	__be16 port;
 	__u16 pad;
+};
+
+/* Packet-level LB (tc, traffic no socket hook saw): conntrack of the original direction
+ * (client -> VIP) and of the replies (backend -> client), LRU. */
+#define LB_MAX_CT 262144
+
+struct lb_ct_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct lb_ct_val {
+	__be32 ip;   /* the backend (forward) or the VIP (reply) */
+	__be16 port;
+	__u16 pad;
+	__u32 id;    /* backend id (forward) */
 };
 
 #endif

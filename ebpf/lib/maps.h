@@ -19,19 +19,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_services SEC(".maps");
 
+/* Indexed by backend id; netd writes it through mmap (no syscall per backend). An id no table
+ * points at reads as zeros. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, LB_MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct lb_backend);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_backends SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, LB_MAX_SERVICES * LB_MAGLEV_M);
+	__uint(max_entries, LB_MAX_SERVICES);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct lb_maglev_row);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_maglev SEC(".maps");
 
@@ -42,6 +45,31 @@ struct {
 	__type(value, struct lb_rev_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_rev_nat SEC(".maps");
+
+/* lb_vips: VIP -> enabled backends over all its frontends (ARP and ICMP echo answers). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB_MAX_CT);
+	__type(key, struct lb_ct_key);
+	__type(value, struct lb_ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB_MAX_CT);
+	__type(key, struct lb_ct_key);
+	__type(value, struct lb_ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_ct_rev SEC(".maps");
 
 /* Written by netd only: [0] hash of the loaded objects, [1] id of the cgroup the links are
  * attached to. A restarted netd adopts the pinned links when both still match. */

@@ -37,13 +37,17 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx)
 		goto refuse;
 
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	__u32 idx = svc->slot * LB_MAGLEV_M +
-		    lb_flow_hash(cookie, key.vip, key.port, proto) % LB_MAGLEV_M;
-	__u32 *id = bpf_map_lookup_elem(&lb_maglev, &idx);
-	if (!id)
+	__u32 slot = svc->slot;
+	struct lb_maglev_row *row = bpf_map_lookup_elem(&lb_maglev, &slot);
+	if (!row)
 		goto refuse;
-	struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, id);
-	if (!be)
+	__u32 i = lb_flow_hash(cookie, key.vip, key.port, proto) % LB_MAGLEV_M;
+	asm volatile("" : "+r"(i)); /* keep the bounds check for the verifier */
+	if (i >= LB_MAGLEV_M)
+		goto refuse;
+	__u32 id = row->ids[i];
+	struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, &id);
+	if (!be || !be->ip)
 		goto refuse;
 
 	struct lb_rev_key rk = { .cookie = cookie, .ip = be->ip, .port = be->port };

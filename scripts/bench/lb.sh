@@ -13,8 +13,22 @@
 # are interleaved (order alternating), RUNS times each; medians, and the median of the
 # per-run VIP/direct ratios are reported (target: >= 0.98).
 #
+# Then (SCALE=1, the default) the eBPF scale benchmark, `lb_scale_bench` in
+# netd/src/lb/bench.rs, run in-process through the same LB code netd uses (no netd, no API:
+# the API takes one endpoint, i.e. one container attachment, per task, so 100k tasks cannot be
+# programmed through it quickly; remote tasks arrive through gossip as a cluster view):
+#   - 10k services x 10 backends from a cluster view until the maps hold them (model + maps;
+#     target <= 0.5 s),
+#   - one backend change until the maps show it, p99 (a reconcile pass: model from the view +
+#     apply; and the apply alone; target <= 10 ms),
+#   - RSS at 10k x 10 and its parts (target <= 64 MB),
+#   - p99 connect latency through a VIP with 1, 10k and 30k services programmed (the process
+#     moves itself into the LB cgroup; target 30k / 1 <= 1.10).
+#   Environment: LB_BENCH_SERVICES (10000), LB_BENCH_CHANGES (200), LB_BENCH_CONNECTS (20000),
+#   LB_BENCH_ROUNDS (3).
+#
 # Needs root, cc, iproute2, nftables, curl, jq (scripts/setup.sh). Uses target/release/netd
-# (or $NETD_BIN); builds it if missing. Environment: DURATION (3), RUNS (5).
+# (or $NETD_BIN); builds it if missing. Environment: DURATION (3), RUNS (5), SCALE (1).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -43,7 +57,8 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -d "$CG" ] && { echo 1 > "$CG/cgroup.kill" 2>/dev/null || true; sleep 0.2; rmdir "$CG" 2>/dev/null || true; }
   rig_cleanup
-  rm -rf "/sys/fs/bpf/netd-$RIG-n1"
+  rm -rf "/sys/fs/bpf/netd-$RIG-n1" "/sys/fs/bpf/netd-bench-$RIG-scale"
+  rmdir "/sys/fs/cgroup/unified/netd-bench-$RIG-scale" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -152,3 +167,10 @@ for i in 1 2; do
   printf '%-10s %12.0f %12.0f %8.3f   %s| %s\n' "$name" "$d" "$v" "$ratio" "${R[$i-direct]}" "${R[$i-vip]}"
 done
 echo "* median of the per-run VIP/direct ratios (target >= 0.98)"
+
+if [ "${SCALE:-1}" = 1 ]; then
+  printf '\neBPF LB at scale (netd/src/lb/bench.rs)\n'
+  (cd "$ROOT" && NETD_LB_BENCH_TAG="bench-$RIG-scale" cargo test -q --release -p netd --lib \
+    lb::bench::lb_scale_bench -- --ignored --nocapture --test-threads=1 2>&1) |
+    grep -E '^(program|RSS|one backend|connect|test lb|[ 0-9]+ services)' | sed 's/^test lb::bench::lb_scale_bench \.\.\. //'
+fi

@@ -113,7 +113,7 @@ impl IdServer {
                         let id = id1.clone();
                         std::thread::spawn(move || {
                             let _ = conn.set_nonblocking(false);
-                            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(600)));
                             if conn.write_all(format!("{id}\n").as_bytes()).is_err() {
                                 return;
                             }
@@ -147,7 +147,9 @@ impl Drop for IdServer {
     }
 }
 
-/// The client program (python3): modes `tcp N`, `udp N`, `refused`, `hold FILE`.
+/// The client program (python3): modes `tcp N`, `udp N`, `refused`, `hold FILE`, `udphold
+/// FILE` (a connected UDP socket asking every 50 ms until FILE exists; a line per change of
+/// the answering task; reconnects on a socket error, never on a mere timeout).
 const CLIENT: &str = r#"
 import errno, json, os, socket, sys, time
 mode, vip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -206,6 +208,28 @@ elif mode == "hold":
         time.sleep(0.05)
     s.sendall(b"still-there\n")
     print(json.dumps({"echo": line(s)}), flush=True)
+elif mode == "udphold":
+    def conn():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect((vip, port))
+        s.settimeout(0.5)
+        return s
+    s, last, reconnects, lost = conn(), None, 0, 0
+    while not os.path.exists(sys.argv[4]):
+        try:
+            s.send(b"hi")
+            data = s.recv(1500).decode()
+            if data != last:
+                print(json.dumps({"backend": data, "reconnects": reconnects, "lost": lost}),
+                      flush=True)
+                last = data
+        except socket.timeout:
+            lost += 1
+        except OSError as e:
+            reconnects += 1
+            s.close()
+            s = conn()
+        time.sleep(0.05)
 "#;
 
 /// argv for running the client in `ns` (and in `cgroup` when given).
@@ -265,4 +289,29 @@ pub fn first_line(bg: &Background, n: usize, timeout: Duration) -> Result<Value>
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `ping -c 2` from container `ns` (in `cgroup` when given) to `dst`: the replies' source
+/// addresses (empty: no answer).
+pub fn ping(ns: &str, cgroup: Option<&Path>, dst: &str) -> Result<Vec<String>> {
+    let enter = format!(
+        "exec nsenter --net={} ping -n -c 2 -i 0.2 -W 1 {dst}",
+        crate::netns::path(ns).display()
+    );
+    let script = match cgroup {
+        Some(cg) => format!("echo $$ > {}/cgroup.procs && {enter}", cg.display()),
+        None => enter,
+    };
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .context("spawning ping")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(" bytes from ").nth(1))
+        .filter_map(|r| r.split(':').next())
+        .map(str::to_string)
+        .collect())
 }

@@ -67,6 +67,18 @@ impl Rig {
         lb::client(&c.name, self.cgroup(*node).as_deref(), &args).map_err(|e| format!("{e:#}"))
     }
 
+    /// A client outside the LB cgroup: no socket hook, the packet-level (tc) LB only.
+    fn run_outside(&self, client: usize, args: &[&str]) -> Result<Value, String> {
+        let (_, c) = &self.clients[client];
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        lb::client(&c.name, None, &args).map_err(|e| format!("{e:#}"))
+    }
+
+    fn ping(&self, client: usize, dst: &str) -> Result<Vec<String>, String> {
+        let (node, c) = &self.clients[client];
+        lb::ping(&c.name, self.cgroup(*node).as_deref(), dst).map_err(|e| format!("{e:#}"))
+    }
+
     fn tcp(&self, client: usize, n: usize) -> Result<Value, String> {
         self.run(client, &["tcp", VIP, &TCP_PORT.to_string(), &n.to_string()])
     }
@@ -188,13 +200,61 @@ fn suite(kind: LbKind) {
     );
     assert!(counts(&u).len() >= 3, "UDP spread over tasks: {u}");
 
+    // eBPF, traffic no socket hook saw (a process outside the LB cgroup): the tc programs on
+    // the container's veth DNAT it to the tasks (Maglev on the 5-tuple) and reverse it.
+    if kind == LbKind::Ebpf {
+        for client in 0..2 {
+            eventually(CONVERGE, "packet-level LB", || {
+                let v = r.run_outside(client, &["tcp", VIP, &TCP_PORT.to_string(), "120"])?;
+                let c = counts(&v);
+                eprintln!("outside the LB cgroup, client {client}: {v}");
+                let ok = c.len() >= 4
+                    && c.values().sum::<u64>() == 120
+                    && v["peers"] == json!([format!("{VIP}:{TCP_PORT}")]);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(v.to_string())
+                }
+            });
+            let u = r
+                .run_outside(client, &["udp", VIP, &UDP_PORT.to_string(), "30"])
+                .unwrap();
+            assert_eq!(
+                u["froms"],
+                json!([format!("{VIP}:{UDP_PORT}")]),
+                "UDP replies: {u}"
+            );
+            assert_eq!(
+                u["connected_from"],
+                json!(format!("{VIP}:{UDP_PORT}")),
+                "{u}"
+            );
+        }
+    }
+
+    // ICMP echo to the VIP is answered (from the VIP) while the service has a backend.
+    for client in 0..2 {
+        eventually(CONVERGE, "ping to the VIP answered", || {
+            let from = r.ping(client, VIP)?;
+            if from.len() == 2 && from.iter().all(|f| f == VIP) {
+                Ok(())
+            } else {
+                Err(format!("replies from {from:?}"))
+            }
+        });
+    }
+
     // Drain: a held connection to some task survives draining it; new ones avoid it.
     let dir = r.cluster.dir.clone();
+    // The held connection comes from outside the LB cgroup: with eBPF it is the packet-level
+    // LB's (whose conntrack must keep it on the drained task); a socket-hook connection has no
+    // per-flow state at all (see `idle_connection` and the restart check).
     let go = dir.join("hold-go");
     let (node, c0) = &r.clients[0];
     let mut hold = lb::client_bg(
         &c0.name,
-        r.cgroup(*node).as_deref(),
+        None,
         &[
             "hold".into(),
             VIP.into(),
@@ -236,12 +296,40 @@ fn suite(kind: LbKind) {
     );
     hold.wait_exit(Duration::from_secs(10)).unwrap();
 
-    // Removal: a deleted task gets no new connections.
-    let removed = r
-        .tasks
-        .iter()
-        .find(|t| t.container.name != held && t.node != drained.node)
+    // Removal: a deleted task gets no new connections. eBPF: the task removed is the one a
+    // connected UDP socket is pinned to (by its connect), and that client keeps getting
+    // answers: its socket is closed (it reconnects on the error), not left sending into a
+    // black hole.
+    let udp_go = dir.join("udphold-go");
+    let mut udp_hold = None;
+    let removed = if kind == LbKind::Ebpf {
+        let bg = lb::client_bg(
+            &c0.name,
+            r.cgroup(*node).as_deref(),
+            &[
+                "udphold".into(),
+                VIP.into(),
+                UDP_PORT.to_string(),
+                udp_go.display().to_string(),
+            ],
+            &dir,
+            "udphold",
+        )
         .unwrap();
+        let first = lb::first_line(&bg, 0, Duration::from_secs(10)).unwrap();
+        let name = first["backend"].as_str().unwrap().to_string();
+        udp_hold = Some(bg);
+        r.tasks.iter().find(|t| t.container.name == name).unwrap()
+    } else {
+        r.tasks
+            .iter()
+            .find(|t| t.container.name != held && t.node != drained.node)
+            .unwrap()
+    };
+    assert_ne!(
+        removed.container.name, held,
+        "a drained task is never picked"
+    );
     let (st, body) =
         r.cluster
             .node(removed.node)
@@ -257,6 +345,15 @@ fn suite(kind: LbKind) {
                 Err(v.to_string())
             }
         });
+    }
+
+    if let Some(mut bg) = udp_hold {
+        let next = lb::first_line(&bg, 1, Duration::from_secs(15)).unwrap();
+        eprintln!("connected UDP client after its backend was removed: {next}");
+        assert_ne!(next["backend"], json!(removed.container.name), "{next}");
+        assert!(next["reconnects"].as_u64().unwrap_or(0) >= 1, "{next}");
+        std::fs::write(&udp_go, "").unwrap();
+        bg.wait_exit(Duration::from_secs(10)).unwrap();
     }
 
     // A service whose only task is drained: connect is refused at once, not a hang.
@@ -292,10 +389,67 @@ fn suite(kind: LbKind) {
             }
         });
     }
+    // ... and not while it has none.
+    for client in 0..2 {
+        let from = r.ping(client, EMPTY_VIP).unwrap();
+        assert!(from.is_empty(), "ping to a VIP without backends: {from:?}");
+    }
     if kind == LbKind::Ebpf {
         check_programmed_frontends(&r, 4); // web tcp+udp, empty tcp+udp; none for dnsrr
         restart_adopts(&r, held.as_str(), &removed.container.name);
+        idle_connection(&r);
     }
+}
+
+/// The socket LB keeps no per-flow state for TCP (the address is rewritten once, at
+/// connect): nothing can time out. A connection through the VIP stays idle far longer than
+/// every timeout on its path (conntrack's established timeout in the client's namespace cut
+/// to 1 s; `lb_rev_nat` is an LRU without time), then carries data both ways.
+fn idle_connection(r: &Rig) {
+    let dir = r.cluster.dir.clone();
+    let go = dir.join("idle-go");
+    let (node, c0) = &r.clients[0];
+    let ns = netd_tests::netns::path(&c0.name);
+    // Loaded by the nftables suite or not at all; either way nothing tracks this flow longer.
+    let _ = run_ok(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "nsenter --net={} sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_established=1 || true",
+                ns.display()
+            ),
+        ],
+    );
+    let mut hold = lb::client_bg(
+        &c0.name,
+        r.cgroup(*node).as_deref(),
+        &[
+            "hold".into(),
+            VIP.into(),
+            TCP_PORT.to_string(),
+            go.display().to_string(),
+        ],
+        &dir,
+        "idle",
+    )
+    .unwrap();
+    lb::first_line(&hold, 0, Duration::from_secs(10)).unwrap();
+    let idle = Duration::from_secs(
+        std::env::var("NETD_TEST_IDLE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(8),
+    );
+    std::thread::sleep(idle);
+    std::fs::write(&go, "").unwrap();
+    let echo = lb::first_line(&hold, 1, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        echo["echo"],
+        json!("still-there"),
+        "connection idle for {idle:?}"
+    );
+    hold.wait_exit(Duration::from_secs(10)).unwrap();
 }
 
 /// Number of services in node 1's pinned `lb_services` map (bpftool).

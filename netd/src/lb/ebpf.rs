@@ -7,22 +7,32 @@
 //! compatible pinned maps), attaches new links and only then replaces the old pins, so there is
 //! no moment without LB. Established connections never depend on netd: TCP is translated once
 //! at connect time, and UDP reverse entries live in the pinned `lb_rev_nat`.
+//!
+//! Per local container, two tc classifiers on the host end of its veth (TCX links pinned as
+//! `tc_<sandbox>_<ifname>[_egress]`, checked by program id, so a restart adopts them): ARP and
+//! ICMP echo answers for VIPs, and packet-level LB (DNAT, conntrack, reverse NAT) for traffic
+//! to a VIP that no socket hook translated.
 
 use super::maglev;
 use super::maps::*;
 use super::model::{Backend, Frontend, LbModel, Proto, Service};
 use super::LoadBalancer;
+use crate::kernel::cmd::{run, Ns};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::programs::tc::TcAttachOptions;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType};
 use aya::EbpfLoader;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use std::ffi::CString;
 use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! object {
     ($name:literal) => {
@@ -33,13 +43,35 @@ macro_rules! object {
     };
 }
 
-/// The compiled programs, one object per attach point (built by build.rs from `ebpf/`).
+/// The compiled cgroup programs, one object per attach point (built by build.rs from `ebpf/`).
 pub const OBJECTS: [(&str, &[u8]); 4] = [
     object!("connect4"),
     object!("sendmsg4"),
     object!("recvmsg4"),
     object!("getpeername4"),
 ];
+
+/// The tc classifiers attached (TCX) to the host end of every local container's veth: ingress
+/// answers ARP and ICMP echo for VIPs and load-balances packets no socket hook translated,
+/// egress reverses that NAT on replies.
+pub const TC_OBJECTS: [(&str, &[u8]); 2] = [object!("tc_ingress"), object!("tc_egress")];
+
+/// Per tc object: program, its pin, attach point, suffix of its links' pins.
+const TC_PROGS: [(&str, &str, TcAttachType, &str); 2] = [
+    (
+        "lb_tc_ingress",
+        "prog_tc_ingress",
+        TcAttachType::Ingress,
+        "",
+    ),
+    (
+        "lb_tc_egress",
+        "prog_tc_egress",
+        TcAttachType::Egress,
+        "_egress",
+    ),
+];
+const TC_LINK_PREFIX: &str = "tc_";
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
@@ -51,21 +83,124 @@ struct Programmed {
     slot: u32,
     network: String,
     backends: Vec<Backend>,
-    /// Backend ids of the Maglev table (empty: nothing known, rewrite it all).
-    table: Vec<u32>,
+    /// Drained tasks (not in the maps; kept to notice a change).
+    drained: Vec<Backend>,
     /// A write failed half-way: reprogram on the next pass.
     dirty: bool,
 }
 
 pub struct EbpfLb {
     services: HashMap<MapData, SvcKey, SvcVal>,
-    backends: HashMap<MapData, u32, BackendVal>,
-    maglev: Array<MapData, u32>,
+    backends: BackendTable,
+    maglev: Array<MapData, MaglevRow>,
+    vips: HashMap<MapData, u32, u32>,
+    /// VIP -> enabled backends over its frontends, as in `lb_vips`.
+    cur_vips: BTreeMap<Ipv4Addr, u32>,
+    /// The loaded classifiers (as TC_PROGS) and their program ids.
+    tc: Vec<(SchedClassifier, u32)>,
+    dir: PathBuf,
+    /// Devices served by `tc` (sandbox netns, ifname) -> ifindex checked.
+    devices: BTreeMap<(PathBuf, String), u32>,
+    /// UDP backends (enabled or drained) at the last apply: see [`close_udp_to`].
+    udp_backends: BTreeSet<Backend>,
     cur: BTreeMap<Frontend, Programmed>,
     ids: BTreeMap<(Backend, Proto), u32>,
+    /// Backend ids and service slots never used (from `next_*` up) or freed.
     next_id: u32,
+    free_ids: Vec<u32>,
+    next_slot: u32,
+    free_slots: Vec<u32>,
+    /// Services using each backend (the `backends` of `cur`).
+    refs: StdHashMap<(Backend, Proto), u32>,
+    /// Backends whose last user went: removed from the map once no table is half-written.
+    maybe_stale: Vec<(Backend, Proto)>,
+    /// The last apply failed somewhere: the next one looks at everything again.
+    retry: bool,
     /// Whether the pinned programs were adopted (true) or (re)loaded at start.
     pub adopted: bool,
+}
+
+/// `lb_backends`: an mmapable array, written through shared memory (two 8-byte stores per
+/// backend, no syscall: 100k backends are programmed in a few ms).
+struct BackendTable {
+    _map: MapData,
+    ptr: *mut AtomicU64,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is owned by the table and only accessed through atomics.
+unsafe impl Send for BackendTable {}
+
+impl BackendTable {
+    fn open(dir: &Path) -> Result<BackendTable> {
+        let map = MapData::from_pin(dir.join(MAP_BACKENDS))
+            .with_context(|| format!("opening pinned map {MAP_BACKENDS}"))?;
+        let bytes = (MAX_BACKENDS as usize * size_of::<BackendVal>()).next_multiple_of(4096);
+        // SAFETY: mmap(2) of a BPF_F_MMAPABLE array of exactly MAX_BACKENDS 16-byte values;
+        // fails (EINVAL) for any other map.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            bail!(
+                "mmap of {MAP_BACKENDS}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(BackendTable {
+            _map: map,
+            ptr: p.cast(),
+            bytes,
+        })
+    }
+
+    /// The two 8-byte words of entry `id`: address, port, protocol; MAC.
+    fn words(&self, id: u32) -> (&AtomicU64, &AtomicU64) {
+        assert!(id < MAX_BACKENDS);
+        // SAFETY: within the mapping (checked), 8-byte aligned (page-aligned base).
+        unsafe {
+            (
+                &*self.ptr.add(id as usize * 2),
+                &*self.ptr.add(id as usize * 2 + 1),
+            )
+        }
+    }
+
+    /// The MAC first, then the address: a reader that sees the address sees its MAC.
+    fn set(&self, id: u32, v: BackendVal) {
+        // SAFETY: BackendVal is 16 bytes of plain integers.
+        let [addr, mac] = unsafe { std::mem::transmute::<BackendVal, [u64; 2]>(v) };
+        let (a, m) = self.words(id);
+        m.store(mac, Ordering::Release);
+        a.store(addr, Ordering::Release);
+    }
+
+    fn clear(&self, id: u32) {
+        let (a, m) = self.words(id);
+        a.store(0, Ordering::Release);
+        m.store(0, Ordering::Release);
+    }
+
+    fn get(&self, id: u32) -> BackendVal {
+        let (a, m) = self.words(id);
+        let raw = [a.load(Ordering::Acquire), m.load(Ordering::Acquire)];
+        // SAFETY: as in `set`.
+        unsafe { std::mem::transmute::<[u64; 2], BackendVal>(raw) }
+    }
+}
+
+impl Drop for BackendTable {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `open`.
+        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
+    }
 }
 
 fn fs_magic(p: &Path) -> Option<i64> {
@@ -127,7 +262,7 @@ fn open_cgroup(cg: &Path) -> Result<File> {
 /// FNV-1a over the embedded objects: identifies the programs a pinned link runs.
 fn objects_hash() -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
-    for (_, bytes) in OBJECTS {
+    for (_, bytes) in OBJECTS.into_iter().chain(TC_OBJECTS) {
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x100000001b3);
@@ -149,21 +284,25 @@ fn link_path(dir: &Path, prog: &str) -> PathBuf {
 /// Loads every object (maps pinned by name in `dir`), attaches it to the cgroup and pins the
 /// link, replacing an older pinned link only once the new one is attached.
 fn load_and_attach(dir: &Path, cgroup: &File) -> Result<()> {
+    // Pinned maps of another layout that loading would not notice (the programs load against
+    // either): start them afresh.
+    let compatible = !dir.join(MAP_BACKENDS).exists()
+        || (BackendTable::open(dir).is_ok()
+            && open_map(dir, MAP_MAGLEV)
+                .ok()
+                .and_then(|m| Array::<MapData, MaglevRow>::try_from(m).ok())
+                .is_some());
+    if !compatible {
+        tracing::warn!("pinned LB maps of an older layout; recreating them");
+        remove_map_pins(dir);
+    }
     for (prog, bytes) in OBJECTS {
         let mut bpf = match EbpfLoader::new().default_map_pin_directory(dir).load(bytes) {
             Ok(b) => b,
             Err(e) => {
                 // Pinned maps of an incompatible layout (an older netd): start them afresh.
                 tracing::warn!(prog, error = %e, "loading with the pinned maps failed; recreating the maps");
-                for m in [
-                    MAP_SERVICES,
-                    MAP_BACKENDS,
-                    MAP_MAGLEV,
-                    MAP_REV_NAT,
-                    MAP_META,
-                ] {
-                    let _ = std::fs::remove_file(dir.join(m));
-                }
+                remove_map_pins(dir);
                 EbpfLoader::new()
                     .default_map_pin_directory(dir)
                     .load(bytes)
@@ -189,7 +328,73 @@ fn load_and_attach(dir: &Path, cgroup: &File) -> Result<()> {
         link.pin(&path)
             .with_context(|| format!("pinning {}", path.display()))?;
     }
+    // The classifiers: loaded and pinned here, attached per device by `attach_devices`.
+    for ((name, bytes), (prog, pin, _, _)) in TC_OBJECTS.into_iter().zip(TC_PROGS) {
+        let mut bpf = EbpfLoader::new()
+            .default_map_pin_directory(dir)
+            .load(bytes)
+            .with_context(|| format!("loading eBPF object {name}"))?;
+        let p: &mut SchedClassifier = bpf
+            .program_mut(prog)
+            .with_context(|| format!("program {prog} missing"))?
+            .try_into()?;
+        p.load()
+            .with_context(|| format!("loading program {prog}"))?;
+        let _ = std::fs::remove_file(dir.join(pin));
+        p.pin(dir.join(pin))
+            .with_context(|| format!("pinning {prog}"))?;
+    }
     Ok(())
+}
+
+fn remove_map_pins(dir: &Path) {
+    for m in [
+        MAP_SERVICES,
+        MAP_BACKENDS,
+        MAP_MAGLEV,
+        MAP_REV_NAT,
+        MAP_META,
+        MAP_VIPS,
+        MAP_CT,
+        MAP_CT_REV,
+    ] {
+        let _ = std::fs::remove_file(dir.join(m));
+    }
+}
+
+/// Runs `f` on a thread of its own in network namespace `ns` (the caller's stays as it is).
+fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let file = File::open(ns).with_context(|| format!("opening {}", ns.display()))?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: setns(2) on this thread only, with an open namespace fd.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!(
+                    "setns {}: {}",
+                    ns.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+    })
+}
+
+fn if_index(name: &str) -> u32 {
+    let Ok(c) = CString::new(name) else { return 0 };
+    // SAFETY: if_nametoindex(3) with a valid C string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+/// Pin name of the link of device `ifname` in sandbox `ns` (`suffix` as in TC_PROGS).
+fn tc_link_pin(ns: &Path, ifname: &str, suffix: &str) -> String {
+    let ns = ns
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    format!("{TC_LINK_PREFIX}{ns}_{ifname}{suffix}")
 }
 
 impl EbpfLb {
@@ -211,7 +416,9 @@ impl EbpfLb {
             link_path(dir, p).exists()
                 && aya::programs::links::PinnedLink::from_pin(link_path(dir, p)).is_ok()
         });
-        let adopted = links_pinned && meta_matches();
+        let adopted = links_pinned
+            && TC_PROGS.iter().all(|(_, pin, _, _)| dir.join(pin).exists())
+            && meta_matches();
         if adopted {
             tracing::info!(dir = %dir.display(), "adopting pinned LB programs and maps");
         } else {
@@ -221,13 +428,32 @@ impl EbpfLb {
             meta.set(0, hash, 0)?;
             meta.set(1, cg_id, 0)?;
         }
+        let mut tc = Vec::new();
+        for (prog, pin, _, _) in TC_PROGS {
+            let p = SchedClassifier::from_pin(dir.join(pin))
+                .with_context(|| format!("opening pinned {prog}"))?;
+            let id = p.info()?.id();
+            tc.push((p, id));
+        }
         let mut lb = EbpfLb {
             services: HashMap::try_from(open_map(dir, MAP_SERVICES)?)?,
-            backends: HashMap::try_from(open_map(dir, MAP_BACKENDS)?)?,
+            backends: BackendTable::open(dir)?,
             maglev: Array::try_from(open_map(dir, MAP_MAGLEV)?)?,
+            vips: HashMap::try_from(open_map(dir, MAP_VIPS)?)?,
+            cur_vips: BTreeMap::new(),
+            tc,
+            dir: dir.to_path_buf(),
+            devices: BTreeMap::new(),
+            udp_backends: BTreeSet::new(),
             cur: BTreeMap::new(),
             ids: BTreeMap::new(),
             next_id: 0,
+            free_ids: Vec::new(),
+            next_slot: 0,
+            free_slots: Vec::new(),
+            refs: StdHashMap::new(),
+            maybe_stale: Vec::new(),
+            retry: true,
             adopted,
         };
         lb.read_back()?;
@@ -237,12 +463,19 @@ impl EbpfLb {
     /// Rebuilds the in-memory picture from the maps (after a restart).
     fn read_back(&mut self) -> Result<()> {
         let mut by_id = BTreeMap::new();
-        for r in self.backends.iter() {
-            let (id, v) = r?;
+        for id in 0..MAX_BACKENDS {
+            let v = self.backends.get(id);
+            if v.ip == 0 {
+                continue;
+            }
             if let Some(b) = v.backend() {
                 self.ids.insert(b, id);
                 by_id.insert(id, b);
             }
+        }
+        for r in self.vips.iter() {
+            let (vip, n) = r?;
+            self.cur_vips.insert(Ipv4Addr::from(vip.to_ne_bytes()), n);
         }
         let mut svcs = Vec::new();
         for r in self.services.iter() {
@@ -251,15 +484,13 @@ impl EbpfLb {
         }
         for (k, v) in svcs {
             let Some(fe) = k.frontend() else { continue };
-            let mut table = Vec::new();
             let mut backends = BTreeSet::new();
             if v.count > 0 && v.slot < MAX_SERVICES {
-                for i in 0..MAGLEV_M {
-                    let id = self.maglev.get(&(v.slot * MAGLEV_M + i), 0)?;
+                let row = self.maglev.get(&v.slot, 0)?;
+                for id in row.ids {
                     if let Some((b, _)) = by_id.get(&id) {
                         backends.insert(*b);
                     }
-                    table.push(id);
                 }
             }
             self.cur.insert(
@@ -268,46 +499,85 @@ impl EbpfLb {
                     slot: v.slot,
                     network: String::new(),
                     backends: backends.into_iter().collect(),
-                    table,
+                    drained: Vec::new(),
                     dirty: false,
                 },
             );
         }
+        for (fe, p) in &self.cur {
+            for b in &p.backends {
+                *self.refs.entry((*b, fe.proto)).or_default() += 1;
+            }
+        }
+        self.maybe_stale = self
+            .ids
+            .keys()
+            .filter(|k| !self.refs.contains_key(k))
+            .copied()
+            .collect();
+        // Free lists: everything below the highest used id/slot that is not in use.
+        let used: BTreeSet<u32> = self.cur.values().map(|p| p.slot).collect();
+        self.next_slot = used.last().map_or(0, |s| s + 1);
+        self.free_slots = (0..self.next_slot)
+            .rev()
+            .filter(|s| !used.contains(s))
+            .collect();
+        let used: BTreeSet<u32> = self.ids.values().copied().collect();
+        self.next_id = used.last().map_or(0, |s| s + 1);
+        self.free_ids = (0..self.next_id)
+            .rev()
+            .filter(|s| !used.contains(s))
+            .collect();
         Ok(())
     }
 
-    fn alloc_slot(&self) -> Result<u32> {
-        let used: BTreeSet<u32> = self.cur.values().map(|p| p.slot).collect();
-        (0..MAX_SERVICES)
-            .find(|s| !used.contains(s))
-            .context("no free service slot (lb_services full)")
+    fn alloc_slot(&mut self) -> Result<u32> {
+        if let Some(s) = self.free_slots.pop() {
+            return Ok(s);
+        }
+        if self.next_slot >= MAX_SERVICES {
+            bail!("no free service slot (lb_services full: {MAX_SERVICES})");
+        }
+        self.next_slot += 1;
+        Ok(self.next_slot - 1)
     }
 
     fn backend_id(&mut self, b: Backend, proto: Proto) -> Result<u32> {
         if let Some(id) = self.ids.get(&(b, proto)) {
             return Ok(*id);
         }
-        let used: BTreeSet<u32> = self.ids.values().copied().collect();
-        if used.len() as u32 >= MAX_BACKENDS {
-            bail!("no free backend id (lb_backends full)");
-        }
-        let mut id = self.next_id % MAX_BACKENDS;
-        while used.contains(&id) {
-            id = (id + 1) % MAX_BACKENDS;
-        }
-        self.next_id = id + 1;
-        self.backends.insert(id, BackendVal::of(&b, proto), 0)?;
+        let id = match self.free_ids.pop() {
+            Some(id) => id,
+            None if self.next_id < MAX_BACKENDS => {
+                self.next_id += 1;
+                self.next_id - 1
+            }
+            None => bail!("no free backend id (lb_backends full: {MAX_BACKENDS})"),
+        };
+        self.backends.set(id, BackendVal::of(&b, proto, [0; 6]));
         self.ids.insert((b, proto), id);
         Ok(id)
     }
 
-    fn program(&mut self, fe: &Frontend, svc: &Service) -> Result<()> {
-        let bs: Vec<Backend> = svc.backends.iter().copied().collect();
-        let (slot, old_table) = match self.cur.get_mut(fe) {
-            Some(p) if !p.dirty && p.backends == bs => return Ok(()),
+    /// Programs one frontend; returns whether anything changed.
+    fn program(
+        &mut self,
+        fe: &Frontend,
+        svc: &Service,
+        macs: &BTreeMap<Ipv4Addr, [u8; 6]>,
+    ) -> Result<bool> {
+        let drained_same = |p: &Programmed| p.drained.iter().eq(svc.drained.iter());
+        let slot = match self.cur.get_mut(fe) {
+            Some(p) if !p.dirty && p.backends.iter().eq(svc.backends.iter()) => {
+                if drained_same(p) {
+                    return Ok(false);
+                }
+                self.set_drained(fe, svc)?;
+                return Ok(true);
+            }
             Some(p) => {
                 p.dirty = true;
-                (p.slot, std::mem::take(&mut p.table))
+                p.slot
             }
             None => {
                 let slot = self.alloc_slot()?;
@@ -317,27 +587,41 @@ impl EbpfLb {
                         slot,
                         network: svc.network.clone(),
                         backends: Vec::new(),
-                        table: Vec::new(),
+                        drained: Vec::new(),
                         dirty: true,
                     },
                 );
-                (slot, Vec::new())
+                slot
             }
         };
+        let bs: Vec<Backend> = svc.backends.iter().copied().collect();
         let mut ids = Vec::with_capacity(bs.len());
         for b in &bs {
             ids.push(self.backend_id(*b, fe.proto)?);
         }
-        let table: Vec<u32> = maglev::table(&bs, MAGLEV_M as usize)
-            .into_iter()
-            .map(|i| ids[i as usize])
-            .collect();
-        // Backends first (done), then the table, then the service: a program never reads an
-        // entry that points nowhere.
-        for (i, id) in table.iter().enumerate() {
-            if old_table.get(i) != Some(id) {
-                self.maglev.set(slot * MAGLEV_M + i as u32, *id, 0)?;
+        // MACs: set with the backend; a task re-created with the same address may have a new
+        // one.
+        for (b, id) in bs.iter().zip(&ids) {
+            if let Some(m) = macs.get(&b.ip) {
+                if self.backends.get(*id).mac != *m {
+                    self.backends.set(*id, BackendVal::of(b, fe.proto, *m));
+                }
             }
+        }
+        // Backends first (done), then the table (one update: entries that do not move keep
+        // their value), then the service: a program never reads an entry that points nowhere.
+        if !bs.is_empty() {
+            let mut row = MaglevRow {
+                ids: [0; MAGLEV_M as usize],
+            };
+            for (slot_id, i) in row
+                .ids
+                .iter_mut()
+                .zip(maglev::table(&bs, MAGLEV_M as usize))
+            {
+                *slot_id = ids[i as usize];
+            }
+            self.maglev.set(slot, row, 0)?;
         }
         self.services.insert(
             SvcKey::of(fe),
@@ -348,12 +632,101 @@ impl EbpfLb {
             0,
         )?;
         let p = self.cur.get_mut(fe).expect("inserted above");
-        p.backends = bs;
-        p.table = table;
+        for b in &bs {
+            *self.refs.entry((*b, fe.proto)).or_default() += 1;
+        }
+        for b in std::mem::replace(&mut p.backends, bs) {
+            unref(&mut self.refs, &mut self.maybe_stale, (b, fe.proto));
+        }
         p.network = svc.network.clone();
         p.dirty = false;
+        if !drained_same(p) {
+            self.set_drained(fe, svc)?;
+        }
+        Ok(true)
+    }
+
+    /// Drained tasks keep their backend entries (not in the tables): flows the packet-level LB
+    /// pinned to them (its conntrack) continue.
+    fn set_drained(&mut self, fe: &Frontend, svc: &Service) -> Result<()> {
+        for b in &svc.drained {
+            self.backend_id(*b, fe.proto)?;
+            *self.refs.entry((*b, fe.proto)).or_default() += 1;
+        }
+        let p = self.cur.get_mut(fe).expect("programmed");
+        let old = std::mem::replace(&mut p.drained, svc.drained.iter().copied().collect());
+        for b in old {
+            unref(&mut self.refs, &mut self.maybe_stale, (b, fe.proto));
+        }
         Ok(())
     }
+}
+
+fn unref(
+    refs: &mut StdHashMap<(Backend, Proto), u32>,
+    stale: &mut Vec<(Backend, Proto)>,
+    k: (Backend, Proto),
+) {
+    if let Some(n) = refs.get_mut(&k) {
+        *n -= 1;
+        if *n == 0 {
+            refs.remove(&k);
+            stale.push(k);
+        }
+    }
+}
+
+/// Destroys (sock_diag SOCK_DESTROY, `ss -K`) the connected UDP sockets in `netns` whose peer
+/// is one of `backends`: the owner gets ECONNABORTED and its socket is disconnected.
+fn close_udp_to(netns: &Path, backends: &[Backend]) -> Result<()> {
+    if !netns.exists() {
+        return Ok(());
+    }
+    let mut args = vec!["-K", "-n", "-u", "state", "established", "("];
+    let filters: Vec<String> = backends
+        .iter()
+        .map(|b| format!("dst {}:{}", b.ip, b.port))
+        .collect();
+    for (i, f) in filters.iter().enumerate() {
+        if i > 0 {
+            args.push("or");
+        }
+        args.extend(f.split(' '));
+    }
+    args.push(")");
+    let out = run(&Ns::path(netns), "ss", &args)?;
+    let closed = out.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+    if closed > 0 {
+        tracing::info!(netns = %netns.display(), closed, "closed UDP sockets of removed backends");
+    }
+    Ok(())
+}
+
+/// Makes sure classifier `which` (of TC_PROGS) runs at its TCX hook of `ifname` (in the
+/// current netns): adopts what is attached already (a restart), else attaches a link and pins
+/// it, replacing the pin of an older link (which detaches it).
+fn attach_tc(
+    (tc, tc_id): &mut (SchedClassifier, u32),
+    which: usize,
+    dir: &Path,
+    ns: &Path,
+    ifname: &str,
+) -> Result<()> {
+    let (prog, _, at, suffix) = TC_PROGS[which];
+    let (_, progs) = SchedClassifier::query_tcx(ifname, at)
+        .with_context(|| format!("querying tcx of {ifname}"))?;
+    if progs.iter().any(|p| p.id() == *tc_id) {
+        return Ok(());
+    }
+    let id = tc
+        .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .with_context(|| format!("attaching {prog} to {ifname}"))?;
+    let link: FdLink = tc.take_link(id)?.try_into()?;
+    let path = dir.join(tc_link_pin(ns, ifname, suffix));
+    let _ = std::fs::remove_file(&path);
+    link.pin(&path)
+        .with_context(|| format!("pinning {}", path.display()))?;
+    Ok(())
 }
 
 impl LoadBalancer for EbpfLb {
@@ -363,49 +736,177 @@ impl LoadBalancer for EbpfLb {
 
     fn apply(&mut self, want: &LbModel) -> Result<()> {
         let mut first_err = None;
+        let retry = self.retry;
+        let mut vips_touched: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        let mut udp_touched = retry;
         for (fe, svc) in &want.services {
-            if let Err(e) = self.program(fe, svc) {
-                tracing::warn!(vip = %fe.vip, port = fe.port, error = %format!("{e:#}"), "programming LB service");
-                first_err.get_or_insert(e);
-            }
-        }
-        let gone: Vec<Frontend> = self
-            .cur
-            .keys()
-            .filter(|fe| !want.services.contains_key(fe))
-            .copied()
-            .collect();
-        for fe in gone {
-            match self.services.remove(&SvcKey::of(&fe)) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {
-                    self.cur.remove(&fe);
+            match self.program(fe, svc, &want.macs) {
+                Ok(false) => {}
+                Ok(true) => {
+                    vips_touched.insert(fe.vip);
+                    udp_touched |= fe.proto == Proto::Udp;
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e.into());
+                    tracing::warn!(vip = %fe.vip, port = fe.port, error = %format!("{e:#}"), "programming LB service");
+                    first_err.get_or_insert(e);
                 }
             }
         }
-        // Backends no service uses any more (after the tables stopped pointing at them).
-        let used: BTreeSet<(Backend, Proto)> = self
-            .cur
-            .iter()
-            .flat_map(|(fe, p)| p.backends.iter().map(|b| (*b, fe.proto)))
-            .collect();
-        let stale: Vec<((Backend, Proto), u32)> = self
-            .ids
-            .iter()
-            .filter(|(k, _)| !used.contains(k))
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        if self.cur.values().all(|p| !p.dirty) {
-            for (k, id) in stale {
-                match self.backends.remove(&id) {
+        // Every wanted frontend is in `cur` now (unless its programming failed): more there
+        // means some are gone. The common pass (nothing changed) costs O(services) compares.
+        if retry || first_err.is_some() || self.cur.len() > want.services.len() {
+            let gone: Vec<Frontend> = self
+                .cur
+                .keys()
+                .filter(|fe| !want.services.contains_key(fe))
+                .copied()
+                .collect();
+            for fe in gone {
+                match self.services.remove(&SvcKey::of(&fe)) {
                     Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {
-                        self.ids.remove(&k);
+                        if let Some(p) = self.cur.remove(&fe) {
+                            self.free_slots.push(p.slot);
+                            for b in p.backends.into_iter().chain(p.drained) {
+                                unref(&mut self.refs, &mut self.maybe_stale, (b, fe.proto));
+                            }
+                        }
+                        vips_touched.insert(fe.vip);
+                        udp_touched |= fe.proto == Proto::Udp;
                     }
                     Err(e) => {
                         first_err.get_or_insert(e.into());
                     }
+                }
+            }
+        }
+        if retry {
+            vips_touched.extend(self.cur_vips.keys());
+            vips_touched.extend(want.services.keys().map(|fe| fe.vip));
+        }
+        // Connected UDP sockets of local containers pinned (at connect time) to a backend that
+        // left: closed, so the application sees an error and reconnects (to a live backend)
+        // instead of sending into a black hole. Drained backends keep their sockets.
+        if udp_touched {
+            let udp = want.udp_backends();
+            let removed: Vec<Backend> = self.udp_backends.difference(&udp).copied().collect();
+            if !removed.is_empty() {
+                for netns in want.clients.keys() {
+                    if let Err(e) = close_udp_to(netns, &removed) {
+                        tracing::warn!(netns = %netns.display(), error = %format!("{e:#}"), "closing UDP sockets of removed backends");
+                    }
+                }
+            }
+            self.udp_backends = udp;
+        }
+        // VIPs (ARP and ICMP echo): the sum of enabled backends over each VIP's frontends.
+        for vip in vips_touched {
+            let range = Frontend {
+                vip,
+                port: 0,
+                proto: Proto::Tcp,
+            }..=Frontend {
+                vip,
+                port: u16::MAX,
+                proto: Proto::Udp,
+            };
+            let mut fes = want.services.range(range).peekable();
+            let key = u32::from_ne_bytes(vip.octets());
+            if fes.peek().is_none() {
+                match self.vips.remove(&key) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {
+                        self.cur_vips.remove(&vip);
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e.into());
+                    }
+                }
+                continue;
+            }
+            let n = fes.map(|(_, s)| s.backends.len() as u32).sum::<u32>();
+            if self.cur_vips.get(&vip) != Some(&n) {
+                match self.vips.insert(key, n, 0) {
+                    Ok(()) => {
+                        self.cur_vips.insert(vip, n);
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e.into());
+                    }
+                }
+            }
+        }
+        // Backends no service uses any more (after the tables stopped pointing at them).
+        if !self.maybe_stale.is_empty() && self.cur.values().all(|p| !p.dirty) {
+            for k in std::mem::take(&mut self.maybe_stale) {
+                if self.refs.contains_key(&k) {
+                    continue; // used again
+                }
+                let Some(&id) = self.ids.get(&k) else {
+                    continue;
+                };
+                self.backends.clear(id);
+                self.ids.remove(&k);
+                self.free_ids.push(id);
+            }
+        }
+        self.retry = first_err.is_some();
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn attach_devices(&mut self, devices: &BTreeSet<(PathBuf, String)>) -> Result<()> {
+        let mut by_ns: BTreeMap<&Path, Vec<&str>> = BTreeMap::new();
+        for (ns, ifname) in devices {
+            by_ns.entry(ns.as_path()).or_default().push(ifname);
+        }
+        let mut first_err = None;
+        for (ns, ifnames) in by_ns {
+            let (tc, dir) = (&mut self.tc, self.dir.as_path());
+            let known: Vec<u32> = ifnames
+                .iter()
+                .map(|i| {
+                    self.devices
+                        .get(&(ns.to_path_buf(), i.to_string()))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let r = in_netns(ns, || {
+                let mut done = Vec::new();
+                for (ifname, known) in ifnames.iter().zip(known) {
+                    let idx = if_index(ifname);
+                    if idx == 0 {
+                        continue; // not created yet: the next pass
+                    }
+                    if idx != known {
+                        for (which, t) in tc.iter_mut().enumerate() {
+                            attach_tc(t, which, dir, ns, ifname)?;
+                        }
+                    }
+                    done.push((ifname.to_string(), idx));
+                }
+                Ok(done)
+            });
+            match r {
+                Ok(done) => {
+                    for (ifname, idx) in done {
+                        self.devices.insert((ns.to_path_buf(), ifname), idx);
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        // Links of devices no endpoint has any more (their devices are usually gone already).
+        self.devices.retain(|k, _| devices.contains(k));
+        let wanted: BTreeSet<String> = devices
+            .iter()
+            .flat_map(|(n, i)| TC_PROGS.iter().map(|t| tc_link_pin(n, i, t.3)))
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(TC_LINK_PREFIX) && !wanted.contains(&name) {
+                    let _ = std::fs::remove_file(e.path());
                 }
             }
         }
@@ -420,6 +921,7 @@ impl LoadBalancer for EbpfLb {
                 Service {
                     network: p.network.clone(),
                     backends: p.backends.iter().copied().collect(),
+                    ..Service::default()
                 },
             );
         }

@@ -5,14 +5,17 @@ use super::model::{Backend, Frontend, Proto};
 use std::net::Ipv4Addr;
 
 pub const MAGLEV_M: u32 = 1021;
-pub const MAX_SERVICES: u32 = 1024;
-pub const MAX_BACKENDS: u32 = 16384;
+pub const MAX_SERVICES: u32 = 32768;
+pub const MAX_BACKENDS: u32 = 262144;
 
 pub const MAP_SERVICES: &str = "lb_services";
 pub const MAP_BACKENDS: &str = "lb_backends";
 pub const MAP_MAGLEV: &str = "lb_maglev";
 pub const MAP_REV_NAT: &str = "lb_rev_nat";
 pub const MAP_META: &str = "lb_meta";
+pub const MAP_VIPS: &str = "lb_vips";
+pub const MAP_CT: &str = "lb_ct";
+pub const MAP_CT_REV: &str = "lb_ct_rev";
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +40,8 @@ pub struct BackendVal {
     pub port: u16,
     pub proto: u8,
     pub pad: u8,
+    pub mac: [u8; 6],
+    pub pad2: u16,
 }
 
 #[repr(C)]
@@ -56,12 +61,20 @@ pub struct RevVal {
     pub pad: u16,
 }
 
+/// One service's Maglev table: backend ids.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaglevRow {
+    pub ids: [u32; MAGLEV_M as usize],
+}
+
 // SAFETY: plain #[repr(C)] integers, no padding holes (sizes checked in the tests below).
 unsafe impl aya::Pod for SvcKey {}
 unsafe impl aya::Pod for SvcVal {}
 unsafe impl aya::Pod for BackendVal {}
 unsafe impl aya::Pod for RevKey {}
 unsafe impl aya::Pod for RevVal {}
+unsafe impl aya::Pod for MaglevRow {}
 
 /// An address as the kernel stores it (network order) read as a native integer.
 fn be_addr(ip: Ipv4Addr) -> u32 {
@@ -90,12 +103,14 @@ impl SvcKey {
 }
 
 impl BackendVal {
-    pub fn of(b: &Backend, proto: Proto) -> BackendVal {
+    pub fn of(b: &Backend, proto: Proto, mac: [u8; 6]) -> BackendVal {
         BackendVal {
             ip: be_addr(b.ip),
             port: b.port.to_be(),
             proto: proto.number(),
             pad: 0,
+            mac,
+            pad2: 0,
         }
     }
     pub fn backend(&self) -> Option<(Backend, Proto)> {
@@ -120,11 +135,15 @@ mod tests {
         let want: &[(&str, usize, usize)] = &[
             (MAP_SERVICES, size_of::<SvcKey>(), size_of::<SvcVal>()),
             (MAP_BACKENDS, size_of::<u32>(), size_of::<BackendVal>()),
-            (MAP_MAGLEV, size_of::<u32>(), size_of::<u32>()),
+            (MAP_MAGLEV, size_of::<u32>(), size_of::<MaglevRow>()),
             (MAP_REV_NAT, size_of::<RevKey>(), size_of::<RevVal>()),
             (MAP_META, size_of::<u32>(), size_of::<u64>()),
+            (MAP_VIPS, size_of::<u32>(), size_of::<u32>()),
+            (MAP_CT, 16, 12),
+            (MAP_CT_REV, 16, 12),
         ];
-        for (prog, bytes) in super::super::ebpf::OBJECTS {
+        let tc = super::super::ebpf::TC_OBJECTS;
+        for (prog, bytes) in super::super::ebpf::OBJECTS.into_iter().chain(tc) {
             let obj = aya_obj::Object::parse(bytes).unwrap_or_else(|e| panic!("{prog}: {e}"));
             for (name, k, v) in want {
                 let m = obj
@@ -135,7 +154,8 @@ mod tests {
                 assert_eq!(m.value_size() as usize, *v, "{prog}: {name} value");
             }
             let mg = &obj.maps[MAP_MAGLEV];
-            assert_eq!(mg.max_entries(), MAGLEV_M * MAX_SERVICES, "{prog}");
+            assert_eq!(mg.max_entries(), MAX_SERVICES, "{prog}");
+            assert_eq!(obj.maps[MAP_SERVICES].max_entries(), MAX_SERVICES, "{prog}");
             assert_eq!(obj.maps[MAP_BACKENDS].max_entries(), MAX_BACKENDS, "{prog}");
         }
         assert_eq!(size_of::<SvcKey>(), 8);

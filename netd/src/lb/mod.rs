@@ -10,6 +10,8 @@
 //! - [`nft::NftLb`]: DNAT with `numgen random` maps in every local container's namespace (like
 //!   kube-proxy's nftables mode): for kernels without the BPF features, and the baseline.
 
+#[cfg(test)]
+mod bench;
 pub mod ebpf;
 pub mod hash;
 pub mod maglev;
@@ -21,6 +23,7 @@ use crate::config::Config;
 use anyhow::{bail, Result};
 use model::LbModel;
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// `lb_backend` in netd.toml.
@@ -40,6 +43,11 @@ pub trait LoadBalancer: Send {
     fn apply(&mut self, want: &LbModel) -> Result<()>;
     /// What is programmed now.
     fn current(&self) -> LbModel;
+    /// The host ends of local containers' veths (sandbox netns path, ifname): backends that
+    /// answer ARP/ICMP echo for VIPs per device attach there.
+    fn attach_devices(&mut self, _devices: &BTreeSet<(PathBuf, String)>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The backend in effect: the configured one, else `ebpf` when a cgroup is configured, else

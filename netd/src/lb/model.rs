@@ -58,6 +58,8 @@ pub struct Service {
     pub network: String,
     /// Enabled backends (drained ones are left out), sorted.
     pub backends: BTreeSet<Backend>,
+    /// Drained tasks: no new flows, existing ones continue (unlike removed tasks).
+    pub drained: BTreeSet<Backend>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -66,6 +68,8 @@ pub struct LbModel {
     /// Local container namespaces and the networks they are attached to (the clients; used by
     /// backends that program each container, like nftables).
     pub clients: BTreeMap<PathBuf, BTreeSet<String>>,
+    /// MACs of the tasks (the packet-level LB addresses frames to the backend).
+    pub macs: BTreeMap<Ipv4Addr, [u8; 6]>,
 }
 
 impl LbModel {
@@ -77,6 +81,7 @@ impl LbModel {
                 e.ip,
                 e.spec.service.as_ref(),
                 e.service_disabled,
+                e.mac.as_str(),
             )
         });
         let remotes = view
@@ -89,9 +94,15 @@ impl LbModel {
                     e.ip,
                     e.service.as_ref(),
                     e.service_disabled,
+                    e.mac.as_str(),
                 )
             });
-        for (network, ip, svc, disabled) in locals.chain(remotes) {
+        for (network, ip, svc, disabled, mac) in locals.chain(remotes) {
+            if svc.is_some() {
+                if let Some(mac) = crate::kernel::neigh::parse_mac(mac) {
+                    m.macs.insert(ip, mac);
+                }
+            }
             m.add(network, ip, svc, disabled);
         }
         for e in desired.endpoints.values() {
@@ -120,18 +131,21 @@ impl LbModel {
             };
             let s = self.services.entry(fe).or_insert_with(|| Service {
                 network: network.to_string(),
-                backends: BTreeSet::new(),
+                ..Service::default()
             });
             if s.network != network {
                 // A VIP belongs to one network; a conflicting claim is ignored.
                 tracing::warn!(%vip, network, other = %s.network, "VIP claimed on two networks");
                 continue;
             }
-            if !disabled {
-                s.backends.insert(Backend {
-                    ip,
-                    port: p.target_port,
-                });
+            let b = Backend {
+                ip,
+                port: p.target_port,
+            };
+            if disabled {
+                s.drained.insert(b);
+            } else {
+                s.backends.insert(b);
             }
         }
     }
@@ -142,7 +156,7 @@ impl LbModel {
         for (fe, cur) in &current.services {
             let s = self.services.entry(*fe).or_insert_with(|| Service {
                 network: cur.network.clone(),
-                backends: BTreeSet::new(),
+                ..Service::default()
             });
             for b in &cur.backends {
                 if !local_ips.contains(&b.ip) {
@@ -150,6 +164,16 @@ impl LbModel {
                 }
             }
         }
+    }
+
+    /// UDP backends (enabled or drained) of every service: a connected UDP socket pinned to
+    /// one that leaves this set would black-hole.
+    pub fn udp_backends(&self) -> BTreeSet<Backend> {
+        self.services
+            .iter()
+            .filter(|(fe, _)| fe.proto == Proto::Udp)
+            .flat_map(|(_, s)| s.backends.iter().chain(&s.drained).copied())
+            .collect()
     }
 
     /// Services a client on `networks` can reach.

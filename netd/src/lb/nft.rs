@@ -4,6 +4,9 @@
 //! backends (or rejects when there are none). conntrack keeps established flows on their
 //! backend (drain, removal) and un-NATs replies, so replies and `getpeername` show the VIP.
 //!
+//! ICMP echo to a VIP whose service has an enabled backend is redirected to the container's
+//! own stack (set `pings`), which answers; conntrack makes the reply come from the VIP.
+//!
 //! A new namespace (or one seen first after a start) gets the whole table in one transaction;
 //! afterwards a changed service rewrites only its own chain and map element.
 
@@ -13,6 +16,7 @@ use crate::kernel::cmd::{run, with_stdin, Ns};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 pub const TABLE: &str = "netd_lb";
@@ -64,13 +68,24 @@ fn rule(fe: &Frontend, svc: &Service) -> String {
     )
 }
 
+/// VIPs answering ICMP echo: those with an enabled backend on some port.
+fn pings(services: &BTreeMap<Frontend, Service>) -> BTreeSet<Ipv4Addr> {
+    services
+        .iter()
+        .filter(|(_, s)| !s.backends.is_empty())
+        .map(|(fe, _)| fe.vip)
+        .collect()
+}
+
 /// The whole table, replacing whatever is there, in one transaction.
 pub fn full_table(services: &BTreeMap<Frontend, Service>) -> String {
     let mut s = format!(
         "table ip {TABLE} {{}}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n\
          \tmap services {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
+         \tset pings {{ type ipv4_addr; }}\n\
          \tchain output {{ type nat hook output priority -100; policy accept; \
-         ip daddr . meta l4proto . th dport vmap @services; }}\n"
+         ip daddr . meta l4proto . th dport vmap @services; \
+         ip daddr @pings icmp type echo-request redirect; }}\n"
     );
     for (fe, svc) in services {
         let _ = writeln!(s, "\tchain {} {{ {}; }}", chain(fe), rule(fe, svc));
@@ -83,6 +98,9 @@ pub fn full_table(services: &BTreeMap<Frontend, Service>) -> String {
             element(fe),
             chain(fe)
         );
+    }
+    for vip in pings(services) {
+        let _ = writeln!(s, "add element ip {TABLE} pings {{ {vip} }}");
     }
     s
 }
@@ -104,6 +122,13 @@ pub fn delta(old: &BTreeMap<Frontend, Service>, new: &BTreeMap<Frontend, Service
                 element(fe)
             );
         }
+    }
+    let (was, is) = (pings(old), pings(new));
+    for vip in is.difference(&was) {
+        let _ = writeln!(s, "add element ip {TABLE} pings {{ {vip} }}");
+    }
+    for vip in was.difference(&is) {
+        let _ = writeln!(s, "delete element ip {TABLE} pings {{ {vip} }}");
     }
     for fe in old.keys().filter(|fe| !new.contains_key(fe)) {
         let _ = writeln!(
@@ -183,7 +208,6 @@ impl LoadBalancer for NftLb {
 mod tests {
     use super::*;
     use crate::lb::model::{Backend, Proto};
-    use std::net::Ipv4Addr;
 
     fn fe(port: u16) -> Frontend {
         Frontend {
@@ -202,6 +226,7 @@ mod tests {
         let svc = |bs: &[u8]| Service {
             network: "web".into(),
             backends: bs.iter().map(|i| b(*i)).collect(),
+            ..Service::default()
         };
         let old = BTreeMap::from([(fe(80), svc(&[2, 3])), (fe(81), svc(&[2]))]);
         let new = BTreeMap::from([(fe(80), svc(&[2, 3, 4])), (fe(81), svc(&[2]))]);

@@ -8,6 +8,7 @@ use crate::lb::{self, model::LbModel, LoadBalancer};
 use crate::state::DesiredState;
 use anyhow::Result;
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// The backend, opened on the first pass (one netd per process, one reconcile thread).
@@ -43,4 +44,28 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView) -> Result<(
         want.keep_unknown_remotes(&lb.current(), &local);
     }
     lb.apply(&want)
+}
+
+/// After the networks' pass (the veths exist): the backend's per-device programs on the host
+/// end of every local container's veth (ARP and ICMP echo for VIPs). Logged, retried next pass.
+pub fn reconcile_devices(shared: &Shared, desired: &DesiredState) -> Result<()> {
+    let mut guard = LB.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lb) = guard.as_mut() else {
+        return Ok(());
+    };
+    let devices: BTreeSet<(PathBuf, String)> = desired
+        .endpoints
+        .iter()
+        .filter_map(|(id, e)| {
+            let net = desired.networks.get(&e.spec.network)?;
+            Some((
+                PathBuf::from("/run/netns").join(shared.cfg.sandbox_name(net.vni)),
+                super::network::host_end(id),
+            ))
+        })
+        .collect();
+    if let Err(e) = lb.attach_devices(&devices) {
+        tracing::warn!(error = %format!("{e:#}"), "service load balancer devices");
+    }
+    Ok(())
 }

@@ -225,6 +225,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
         }
     }
     note(network::sweep_sandboxes(shared, &desired));
+    note(lb::reconcile_devices(shared, &desired));
     note(dns::reconcile(shared, &desired));
     note(egress::reconcile(
         shared,

@@ -1,0 +1,295 @@
+//! Scale benchmark of the eBPF LB (run by `scripts/bench/lb.sh`; ignored by `cargo test`, needs
+//! root, a cgroup v2 mount and bpffs): map programming time for 10k services x 10 backends
+//! (from the cluster view, as a reconcile pass does it, and the map writes alone), one backend
+//! change until the maps show it (p99), process RSS at 10k x 10, and p99 connect latency
+//! through a VIP with 1, 10k and 30k services programmed.
+//!
+//! The process moves itself into the LB cgroup for the connect measurements (and back).
+
+use super::ebpf::EbpfLb;
+use super::model::{Backend, Frontend, LbModel, Proto, Service};
+use super::LoadBalancer;
+use crate::api::types::{
+    EndpointMode, PortSpec, Protocol, PublishMode, RemoteEndpointView, ServiceSpec,
+};
+use crate::gossip::ClusterView;
+use crate::state::DesiredState;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const CG_ROOT: &str = "/sys/fs/cgroup/unified";
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn vip(i: u32) -> Ipv4Addr {
+    // 10.128.0.0/9: one VIP per service.
+    Ipv4Addr::from(0x0a80_0000 + i)
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// `n` services (TCP port 80), backend i of service s at 127.x.y.z:`port` (connectable) when
+/// `local`, else 10.0.0.0/9 addresses.
+fn model(n: u32, per: u32, port: u16, local: bool) -> LbModel {
+    let mut m = LbModel::default();
+    for s in 0..n {
+        let backends = (0..per)
+            .map(|b| {
+                let k = s * per + b;
+                Backend {
+                    ip: if local {
+                        Ipv4Addr::from(0x7f00_0001 + k)
+                    } else {
+                        Ipv4Addr::from(0x0a00_0001 + k)
+                    },
+                    port,
+                }
+            })
+            .collect();
+        m.services.insert(
+            Frontend {
+                vip: vip(s),
+                port: 80,
+                proto: Proto::Tcp,
+            },
+            Service {
+                network: "bench".into(),
+                backends,
+                ..Service::default()
+            },
+        );
+    }
+    m
+}
+
+/// The cluster view a node holds when other nodes run `n` services x `per` tasks.
+fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
+    let mut d = DesiredState::default();
+    d.networks.insert(
+        "bench".into(),
+        serde_json::from_str(r#"{"subnet":"10.0.0.0/8","vni":4999}"#).unwrap(),
+    );
+    let mut endpoints = Vec::with_capacity((n * per) as usize);
+    for s in 0..n {
+        let spec = ServiceSpec {
+            name: format!("svc{s}"),
+            id: format!("svc{s}"),
+            vip: Some(vip(s)),
+            ports: vec![PortSpec {
+                protocol: Protocol::Tcp,
+                target_port: 80,
+                published_port: None,
+                publish_mode: PublishMode::Ingress,
+            }],
+            endpoint_mode: EndpointMode::Vip,
+        };
+        for b in 0..per {
+            let k = s * per + b;
+            endpoints.push(RemoteEndpointView {
+                id: format!("ep{k}"),
+                node: format!("n{}", k % 16),
+                network: "bench".into(),
+                ip: Ipv4Addr::from(0x0a00_0001 + k),
+                mac: "02:00:00:00:00:01".into(),
+                vtep: Ipv4Addr::new(192, 168, 0, (k % 16) as u8 + 2),
+                name: format!("svc{s}.{b}"),
+                aliases: vec![],
+                service: Some(spec.clone()),
+                service_disabled: false,
+            });
+        }
+    }
+    (
+        d,
+        ClusterView {
+            peers: vec![],
+            endpoints,
+        },
+    )
+}
+
+/// Moves this process into `cg`; returns the cgroup it was in.
+fn enter_cgroup(cg: &Path) -> PathBuf {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim_start_matches('/')
+        .to_string();
+    std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+    Path::new(CG_ROOT).join(rel)
+}
+
+/// Connect (and reset-close) latencies to random VIPs among the first `n`.
+fn connects(n: u32, count: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(count);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..count {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let to = SocketAddr::V4(SocketAddrV4::new(vip((x % u64::from(n)) as u32), 80));
+        let t = Instant::now();
+        let s = TcpStream::connect(to).expect("connect through the VIP");
+        out.push(t.elapsed());
+        let lg = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt(2) on an open socket with a valid struct.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &lg as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as u32,
+            );
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "benchmark: root, cgroup v2 and bpffs; run by scripts/bench/lb.sh"]
+fn lb_scale_bench() {
+    let tag = std::env::var("NETD_LB_BENCH_TAG").unwrap_or_else(|_| "lbbench".into());
+    let cg = Path::new(CG_ROOT).join(format!("netd-{tag}"));
+    let pins = PathBuf::from(format!("/sys/fs/bpf/netd-{tag}"));
+    let _ = std::fs::remove_dir_all(&pins);
+    let rss0 = rss_kib();
+    let mut lb = EbpfLb::open(&cg, &pins).expect("open eBPF LB");
+    let (n_big, per) = (env("LB_BENCH_SERVICES", 10_000) as u32, 10);
+
+    // 1. 10k x 10 from the cluster view (model build + map writes) and the map writes alone.
+    let (desired, view) = view(n_big, per);
+    let rss_view = rss_kib();
+    let t = Instant::now();
+    let want = LbModel::build(&desired, &view);
+    let build = t.elapsed();
+    let rss_model = rss_kib();
+    let t = Instant::now();
+    lb.apply(&want).unwrap();
+    let program = t.elapsed();
+    assert_eq!(lb.current().services.len(), n_big as usize);
+    let rss = rss_kib();
+    println!(
+        "program {n_big} services x {per} backends: model from the view {:.1} ms + maps {:.1} ms = {:.1} ms",
+        build.as_secs_f64() * 1e3,
+        program.as_secs_f64() * 1e3,
+        (build + program).as_secs_f64() * 1e3
+    );
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "RSS at {n_big} x {per}: {:.1} MiB = start {:.1} + cluster view {:.1} + LB model {:.1} + LB state {:.1}",
+        mib(rss),
+        mib(rss0),
+        mib(rss_view - rss0),
+        mib(rss_model - rss_view),
+        mib(rss - rss_model)
+    );
+
+    // 2. One backend change until it is in the maps: a reconcile pass (model build + apply)
+    // and the apply alone.
+    let mut want = want;
+    let mut view = view;
+    let (mut pass, mut alone) = (Vec::new(), Vec::new());
+    for i in 0..env("LB_BENCH_CHANGES", 200) as u32 {
+        let k = (i.wrapping_mul(7919) % (n_big * per)) as usize;
+        let new_ip = Ipv4Addr::from(0x0b00_0001 + i);
+        let fe = Frontend {
+            vip: vip(k as u32 / per),
+            port: 80,
+            proto: Proto::Tcp,
+        };
+        let old = view.endpoints[k].ip;
+        view.endpoints[k].ip = new_ip;
+        let t = Instant::now();
+        let w = LbModel::build(&desired, &view);
+        lb.apply(&w).unwrap();
+        pass.push(t.elapsed());
+        // Back, through the apply alone.
+        let s = want.services.get_mut(&fe).unwrap();
+        s.backends.remove(&Backend {
+            ip: new_ip,
+            port: 80,
+        });
+        s.backends.remove(&Backend { ip: old, port: 80 });
+        s.backends.insert(Backend { ip: old, port: 80 });
+        view.endpoints[k].ip = old;
+        let t = Instant::now();
+        lb.apply(&want).unwrap();
+        alone.push(t.elapsed());
+    }
+    println!(
+        "one backend change until in the maps: reconcile pass p50 {:.2} ms p99 {:.2} ms; apply alone p50 {:.2} ms p99 {:.2} ms",
+        pct(&mut pass, 0.5).as_secs_f64() * 1e3,
+        pct(&mut pass, 0.99).as_secs_f64() * 1e3,
+        pct(&mut alone, 0.5).as_secs_f64() * 1e3,
+        pct(&mut alone, 0.99).as_secs_f64() * 1e3
+    );
+    drop(view);
+    drop(want);
+
+    // 3. Connect latency with 1, 10k and 30k services (one local backend each).
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let count = env("LB_BENCH_CONNECTS", 20_000);
+    let rounds = env("LB_BENCH_ROUNDS", 3);
+    let back = enter_cgroup(&cg);
+    let sizes = [1u32, 10_000, 30_000];
+    let mut p99s = vec![Vec::new(); sizes.len()];
+    for _ in 0..rounds {
+        for (i, n) in sizes.iter().enumerate() {
+            let t = Instant::now();
+            lb.apply(&model(*n, 1, port, true)).unwrap();
+            let programmed = t.elapsed();
+            connects(*n, 2000); // warm up
+            let mut v = connects(*n, count);
+            let (p50, p99) = (pct(&mut v, 0.5), pct(&mut v, 0.99));
+            println!(
+                "{n:>6} services (programmed in {:.0} ms): connect p50 {:.1} us p99 {:.1} us",
+                programmed.as_secs_f64() * 1e3,
+                p50.as_secs_f64() * 1e6,
+                p99.as_secs_f64() * 1e6
+            );
+            p99s[i].push(p99);
+        }
+    }
+    std::fs::write(back.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+    let med = |v: &mut Vec<Duration>| pct(v, 0.5).as_secs_f64() * 1e6;
+    let (a, b, c) = (med(&mut p99s[0]), med(&mut p99s[1]), med(&mut p99s[2]));
+    println!(
+        "connect p99 (median of {rounds} rounds): 1 service {a:.1} us, 10k {b:.1} us, 30k {c:.1} us; 30k / 1 = {:.3}",
+        c / a
+    );
+    lb.apply(&LbModel::default()).unwrap();
+    drop(lb);
+    let _ = std::fs::remove_dir_all(&pins);
+    let _ = std::fs::remove_dir(&cg);
+}
