@@ -12,4 +12,11 @@ echo "== build"
 cargo build --release --workspace
 echo "== tests"
 export NETD_BIN="$ROOT/target/release/netd"
-cargo test --release --workspace -- --test-threads="${NETD_TEST_THREADS:-2}"
+LOG=$(mktemp /tmp/netd-test.XXXXXX)
+trap 'rm -f "$LOG"' EXIT
+cargo test --release --workspace -- --test-threads="${NETD_TEST_THREADS:-2}" 2>&1 | tee "$LOG"
+echo "== demo (the README's first command, non-interactive)"
+CI=1 scripts/demo.sh
+# One closing line for the whole run (cargo prints one per test binary, doc tests last).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, g }' "$LOG"
