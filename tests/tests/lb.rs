@@ -252,19 +252,7 @@ fn suite(kind: LbKind) {
     // per-flow state at all (see `idle_connection` and the restart check).
     let go = dir.join("hold-go");
     let (node, c0) = &r.clients[0];
-    let mut hold = lb::client_bg(
-        &c0.name,
-        None,
-        &[
-            "hold".into(),
-            VIP.into(),
-            TCP_PORT.to_string(),
-            go.display().to_string(),
-        ],
-        &dir,
-        "hold",
-    )
-    .unwrap();
+    let mut hold = hold_through_vip(&c0.name, None, &go, &dir, "hold");
     let held = lb::first_line(&hold, 0, Duration::from_secs(10)).unwrap()["backend"]
         .as_str()
         .unwrap()
@@ -421,19 +409,7 @@ fn idle_connection(r: &Rig) {
             ),
         ],
     );
-    let mut hold = lb::client_bg(
-        &c0.name,
-        r.cgroup(*node).as_deref(),
-        &[
-            "hold".into(),
-            VIP.into(),
-            TCP_PORT.to_string(),
-            go.display().to_string(),
-        ],
-        &dir,
-        "idle",
-    )
-    .unwrap();
+    let mut hold = hold_through_vip(&c0.name, r.cgroup(*node).as_deref(), &go, &dir, "idle");
     lb::first_line(&hold, 0, Duration::from_secs(10)).unwrap();
     let idle = Duration::from_secs(
         std::env::var("NETD_TEST_IDLE_SECS")
@@ -453,6 +429,23 @@ fn idle_connection(r: &Rig) {
 }
 
 /// Number of services in node 1's pinned `lb_services` map (bpftool).
+/// A TCP connection through the VIP that stays open until the file `go` appears.
+fn hold_through_vip(
+    ns: &str,
+    cgroup: Option<&Path>,
+    go: &Path,
+    dir: &Path,
+    tag: &str,
+) -> Background {
+    let args = [
+        "hold".to_string(),
+        VIP.into(),
+        TCP_PORT.to_string(),
+        go.display().to_string(),
+    ];
+    lb::client_bg(ns, cgroup, &args, dir, tag).unwrap()
+}
+
 fn check_programmed_frontends(r: &Rig, want: usize) {
     let pin = lb::pin_dir_of(r.cluster.node(1)).join("lb_services");
     let out = run_ok(
@@ -469,19 +462,7 @@ fn restart_adopts(r: &Rig, drained: &str, removed: &str) {
     let dir = r.cluster.dir.clone();
     let go = dir.join("hold2-go");
     let (node, c0) = &r.clients[0];
-    let mut hold = lb::client_bg(
-        &c0.name,
-        r.cgroup(*node).as_deref(),
-        &[
-            "hold".into(),
-            VIP.into(),
-            TCP_PORT.to_string(),
-            go.display().to_string(),
-        ],
-        &dir,
-        "hold2",
-    )
-    .unwrap();
+    let mut hold = hold_through_vip(&c0.name, r.cgroup(*node).as_deref(), &go, &dir, "hold2");
     lb::first_line(&hold, 0, Duration::from_secs(10)).unwrap();
     let n1 = r.cluster.node(1);
     n1.restart();
