@@ -69,6 +69,14 @@ pub struct Config {
     /// bpffs directory for the LB's pinned maps and links; default `/sys/fs/bpf/netd-{node}`.
     #[serde(default)]
     pub lb_pin_dir: Option<PathBuf>,
+    /// Frontends (VIP, port, protocol) the eBPF maps hold; each costs 4 KiB of kernel memory
+    /// for its Maglev table. 64-32768.
+    #[serde(default = "default_lb_max_services")]
+    pub lb_max_services: u32,
+    /// How long a service whose last task was deleted keeps its VIP (refusing connections, as
+    /// with all tasks drained) before the VIP is forgotten.
+    #[serde(default = "default_lb_linger_ms")]
+    pub lb_service_linger_ms: u64,
 }
 
 fn default_data_port() -> u16 {
@@ -91,6 +99,13 @@ fn default_gossip_ms() -> u64 {
 }
 fn default_sync_grace_ms() -> u64 {
     5000
+}
+
+fn default_lb_max_services() -> u32 {
+    8192
+}
+fn default_lb_linger_ms() -> u64 {
+    600_000
 }
 
 fn default_resolv_conf() -> PathBuf {

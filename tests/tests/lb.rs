@@ -16,6 +16,8 @@ const VIP: &str = "10.232.1.250";
 const EMPTY_VIP: &str = "10.232.1.251";
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
+/// `lb_max_services` of the rig (below the default, so the test sees the setting take effect).
+const MAX_SERVICES: u32 = 1024;
 
 fn service(id: &str, vip: &str, mode: &str) -> Value {
     let mut s = json!({
@@ -89,6 +91,7 @@ fn rig(kind: LbKind) -> Option<Rig> {
     for l in kind.config_lines() {
         b = b.config_line(&l);
     }
+    b = b.config_line(&format!("lb_max_services = {MAX_SERVICES}"));
     let cluster = b.start()?;
     let cleanup = LbCleanup::new(&cluster);
     cluster.create_network("lbnet", &json!({"subnet": SUBNET, "vni": VNI}));
@@ -284,36 +287,27 @@ fn suite(kind: LbKind) {
     );
     hold.wait_exit(Duration::from_secs(10)).unwrap();
 
-    // Removal: a deleted task gets no new connections. eBPF: the task removed is the one a
-    // connected UDP socket is pinned to (by its connect), and that client keeps getting
-    // answers: its socket is closed (it reconnects on the error), not left sending into a
-    // black hole.
+    // Removal: a deleted task gets no new connections. The task removed is the one a
+    // connected UDP socket is pinned to, and that client keeps getting answers: eBPF closes
+    // the socket (it reconnects on the error), nftables forgets the flow's conntrack entry
+    // (its next datagram is balanced afresh); neither leaves it sending into a black hole.
     let udp_go = dir.join("udphold-go");
-    let mut udp_hold = None;
-    let removed = if kind == LbKind::Ebpf {
-        let bg = lb::client_bg(
-            &c0.name,
-            r.cgroup(*node).as_deref(),
-            &[
-                "udphold".into(),
-                VIP.into(),
-                UDP_PORT.to_string(),
-                udp_go.display().to_string(),
-            ],
-            &dir,
-            "udphold",
-        )
-        .unwrap();
-        let first = lb::first_line(&bg, 0, Duration::from_secs(10)).unwrap();
-        let name = first["backend"].as_str().unwrap().to_string();
-        udp_hold = Some(bg);
-        r.tasks.iter().find(|t| t.container.name == name).unwrap()
-    } else {
-        r.tasks
-            .iter()
-            .find(|t| t.container.name != held && t.node != drained.node)
-            .unwrap()
-    };
+    let mut udp_hold = lb::client_bg(
+        &c0.name,
+        r.cgroup(*node).as_deref(),
+        &[
+            "udphold".into(),
+            VIP.into(),
+            UDP_PORT.to_string(),
+            udp_go.display().to_string(),
+        ],
+        &dir,
+        "udphold",
+    )
+    .unwrap();
+    let first = lb::first_line(&udp_hold, 0, Duration::from_secs(10)).unwrap();
+    let pinned = first["backend"].as_str().unwrap().to_string();
+    let removed = r.tasks.iter().find(|t| t.container.name == pinned).unwrap();
     assert_ne!(
         removed.container.name, held,
         "a drained task is never picked"
@@ -335,14 +329,14 @@ fn suite(kind: LbKind) {
         });
     }
 
-    if let Some(mut bg) = udp_hold {
-        let next = lb::first_line(&bg, 1, Duration::from_secs(15)).unwrap();
-        eprintln!("connected UDP client after its backend was removed: {next}");
-        assert_ne!(next["backend"], json!(removed.container.name), "{next}");
+    let next = lb::first_line(&udp_hold, 1, Duration::from_secs(15)).unwrap();
+    eprintln!("{kind:?}: connected UDP client after its backend was removed: {next}");
+    assert_ne!(next["backend"], json!(removed.container.name), "{next}");
+    if kind == LbKind::Ebpf {
         assert!(next["reconnects"].as_u64().unwrap_or(0) >= 1, "{next}");
-        std::fs::write(&udp_go, "").unwrap();
-        bg.wait_exit(Duration::from_secs(10)).unwrap();
     }
+    std::fs::write(&udp_go, "").unwrap();
+    udp_hold.wait_exit(Duration::from_secs(10)).unwrap();
 
     // A service whose only task is drained: connect is refused at once, not a hang.
     let lonely = r.cluster.container();
@@ -381,6 +375,25 @@ fn suite(kind: LbKind) {
     for client in 0..2 {
         let from = r.ping(client, EMPTY_VIP).unwrap();
         assert!(from.is_empty(), "ping to a VIP without backends: {from:?}");
+    }
+    // Its last task deleted (scaled to zero): the VIP keeps refusing (lb_service_linger_ms)
+    // rather than hanging on an address nobody answers for.
+    let (st, body) = node2.api("DELETE", &format!("/v1/endpoints/{}", ep.id), None);
+    assert!(st == 200 || st == 204, "{body}");
+    eventually(CONVERGE, "task gone from every node's view", || {
+        let (_, v) = r.cluster.node(1).api("GET", "/v1/remote-endpoints", None);
+        if v.to_string().contains(&ep.id) {
+            Err(format!("node 1 still lists {}", ep.id))
+        } else {
+            Ok(())
+        }
+    });
+    for client in 0..2 {
+        let v = r
+            .run(client, &["refused", EMPTY_VIP, &TCP_PORT.to_string()])
+            .unwrap();
+        assert_eq!(v["result"], json!("ECONNREFUSED"), "after deletion: {v}");
+        assert!(v["secs"].as_f64().unwrap_or(99.0) < 1.0, "{v}");
     }
     if kind == LbKind::Ebpf {
         check_programmed_frontends(&r, 4); // web tcp+udp, empty tcp+udp; none for dnsrr
@@ -428,7 +441,6 @@ fn idle_connection(r: &Rig) {
     hold.wait_exit(Duration::from_secs(10)).unwrap();
 }
 
-/// Number of services in node 1's pinned `lb_services` map (bpftool).
 /// A TCP connection through the VIP that stays open until the file `go` appears.
 fn hold_through_vip(
     ns: &str,
@@ -446,7 +458,16 @@ fn hold_through_vip(
     lb::client_bg(ns, cgroup, &args, dir, tag).unwrap()
 }
 
+/// Number of services in node 1's pinned `lb_services` map (bpftool), and the per-service
+/// maps sized by `lb_max_services` (see [`MAX_SERVICES`]).
 fn check_programmed_frontends(r: &Rig, want: usize) {
+    let maglev = lb::pin_dir_of(r.cluster.node(1)).join("lb_maglev");
+    let out = run_ok(
+        "bpftool",
+        &["-j", "map", "show", "pinned", maglev.to_str().unwrap()],
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["max_entries"], json!(MAX_SERVICES), "lb_maglev: {v}");
     let pin = lb::pin_dir_of(r.cluster.node(1)).join("lb_services");
     let out = run_ok(
         "bpftool",

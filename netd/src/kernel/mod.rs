@@ -4,6 +4,7 @@
 //! same objects with the same tools).
 
 pub mod cmd;
+pub mod conntrack;
 pub mod dns;
 pub mod egress;
 pub mod link;

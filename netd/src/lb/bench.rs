@@ -178,7 +178,7 @@ fn lb_scale_bench() {
     let pins = PathBuf::from(format!("/sys/fs/bpf/netd-{tag}"));
     let _ = std::fs::remove_dir_all(&pins);
     let rss0 = rss_kib();
-    let mut lb = EbpfLb::open(&cg, &pins).expect("open eBPF LB");
+    let mut lb = EbpfLb::open(&cg, &pins, super::maps::MAX_SERVICES).expect("open eBPF LB");
     let (n_big, per) = (env("LB_BENCH_SERVICES", 10_000) as u32, 10);
 
     // 1. 10k x 10 from the cluster view (model build + map writes) and the map writes alone.

@@ -118,6 +118,8 @@ pub struct EbpfLb {
     retry: bool,
     /// Whether the pinned programs were adopted (true) or (re)loaded at start.
     pub adopted: bool,
+    /// Frontends the maps hold at most (`lb_max_services`).
+    max_services: u32,
 }
 
 /// `lb_backends`: an mmapable array, written through shared memory (two 8-byte stores per
@@ -283,7 +285,7 @@ fn link_path(dir: &Path, prog: &str) -> PathBuf {
 
 /// Loads every object (maps pinned by name in `dir`), attaches it to the cgroup and pins the
 /// link, replacing an older pinned link only once the new one is attached.
-fn load_and_attach(dir: &Path, cgroup: &File) -> Result<()> {
+fn load_and_attach(dir: &Path, cgroup: &File, max_services: u32) -> Result<()> {
     // Pinned maps of another layout that loading would not notice (the programs load against
     // either): start them afresh.
     let compatible = !dir.join(MAP_BACKENDS).exists()
@@ -291,20 +293,20 @@ fn load_and_attach(dir: &Path, cgroup: &File) -> Result<()> {
             && open_map(dir, MAP_MAGLEV)
                 .ok()
                 .and_then(|m| Array::<MapData, MaglevRow>::try_from(m).ok())
-                .is_some());
+                .is_some()
+            && pinned_capacity(dir) == Some(max_services));
     if !compatible {
         tracing::warn!("pinned LB maps of an older layout; recreating them");
         remove_map_pins(dir);
     }
     for (prog, bytes) in OBJECTS {
-        let mut bpf = match EbpfLoader::new().default_map_pin_directory(dir).load(bytes) {
+        let mut bpf = match loader(dir, max_services).load(bytes) {
             Ok(b) => b,
             Err(e) => {
                 // Pinned maps of an incompatible layout (an older netd): start them afresh.
                 tracing::warn!(prog, error = %e, "loading with the pinned maps failed; recreating the maps");
                 remove_map_pins(dir);
-                EbpfLoader::new()
-                    .default_map_pin_directory(dir)
+                loader(dir, max_services)
                     .load(bytes)
                     .with_context(|| format!("loading eBPF object {prog}"))?
             }
@@ -330,8 +332,7 @@ fn load_and_attach(dir: &Path, cgroup: &File) -> Result<()> {
     }
     // The classifiers: loaded and pinned here, attached per device by `attach_devices`.
     for ((name, bytes), (prog, pin, _, _)) in TC_OBJECTS.into_iter().zip(TC_PROGS) {
-        let mut bpf = EbpfLoader::new()
-            .default_map_pin_directory(dir)
+        let mut bpf = loader(dir, max_services)
             .load(bytes)
             .with_context(|| format!("loading eBPF object {name}"))?;
         let p: &mut SchedClassifier = bpf
@@ -345,6 +346,23 @@ fn load_and_attach(dir: &Path, cgroup: &File) -> Result<()> {
             .with_context(|| format!("pinning {prog}"))?;
     }
     Ok(())
+}
+
+/// A loader sharing the pinned maps in `dir`, the per-service maps sized to `max_services`
+/// (the Maglev table alone is 4 KiB per frontend: 32 MiB of kernel memory at 8192).
+fn loader(dir: &Path, max_services: u32) -> EbpfLoader<'_> {
+    let mut l = EbpfLoader::new();
+    l.default_map_pin_directory(dir);
+    for m in [MAP_SERVICES, MAP_MAGLEV, MAP_VIPS] {
+        l.map_max_entries(m, max_services);
+    }
+    l
+}
+
+/// The capacity the pinned maps were created with.
+fn pinned_capacity(dir: &Path) -> Option<u32> {
+    let m = MapData::from_pin(dir.join(MAP_MAGLEV)).ok()?;
+    Some(m.info().ok()?.max_entries())
 }
 
 fn remove_map_pins(dir: &Path) {
@@ -398,7 +416,7 @@ fn tc_link_pin(ns: &Path, ifname: &str, suffix: &str) -> String {
 }
 
 impl EbpfLb {
-    pub fn open(cgroup: &Path, dir: &Path) -> Result<EbpfLb> {
+    pub fn open(cgroup: &Path, dir: &Path, max_services: u32) -> Result<EbpfLb> {
         ensure_pin_dir(dir)?;
         let cg = open_cgroup(cgroup)?;
         let cg_id = cg.metadata()?.ino();
@@ -410,7 +428,9 @@ impl EbpfLb {
             let Ok(meta) = Array::<MapData, u64>::try_from(m) else {
                 return false;
             };
-            meta.get(&0, 0).ok() == Some(hash) && meta.get(&1, 0).ok() == Some(cg_id)
+            meta.get(&0, 0).ok() == Some(hash)
+                && meta.get(&1, 0).ok() == Some(cg_id)
+                && pinned_capacity(dir) == Some(max_services)
         };
         let links_pinned = OBJECTS.iter().all(|(p, _)| {
             link_path(dir, p).exists()
@@ -423,7 +443,7 @@ impl EbpfLb {
             tracing::info!(dir = %dir.display(), "adopting pinned LB programs and maps");
         } else {
             tracing::info!(dir = %dir.display(), cgroup = %cgroup.display(), "loading LB programs");
-            load_and_attach(dir, &cg)?;
+            load_and_attach(dir, &cg, max_services)?;
             let mut meta = Array::<MapData, u64>::try_from(open_map(dir, MAP_META)?)?;
             meta.set(0, hash, 0)?;
             meta.set(1, cg_id, 0)?;
@@ -455,6 +475,7 @@ impl EbpfLb {
             maybe_stale: Vec::new(),
             retry: true,
             adopted,
+            max_services,
         };
         lb.read_back()?;
         Ok(lb)
@@ -485,7 +506,7 @@ impl EbpfLb {
         for (k, v) in svcs {
             let Some(fe) = k.frontend() else { continue };
             let mut backends = BTreeSet::new();
-            if v.count > 0 && v.slot < MAX_SERVICES {
+            if v.count > 0 && v.slot < self.max_services {
                 let row = self.maglev.get(&v.slot, 0)?;
                 for id in row.ids {
                     if let Some((b, _)) = by_id.get(&id) {
@@ -535,8 +556,11 @@ impl EbpfLb {
         if let Some(s) = self.free_slots.pop() {
             return Ok(s);
         }
-        if self.next_slot >= MAX_SERVICES {
-            bail!("no free service slot (lb_services full: {MAX_SERVICES})");
+        if self.next_slot >= self.max_services {
+            bail!(
+                "no free service slot (lb_services full: {}; raise lb_max_services)",
+                self.max_services
+            );
         }
         self.next_slot += 1;
         Ok(self.next_slot - 1)

@@ -87,6 +87,13 @@ pub fn validate_config(cfg: &Config) -> Result<()> {
             bail!("lb_cgroup: {} must be an absolute path below a cgroup v2 mount (never the root cgroup)", cg.display());
         }
     }
+    if !(64..=maps::MAX_SERVICES).contains(&cfg.lb_max_services) {
+        bail!(
+            "lb_max_services: {} is outside 64-{}",
+            cfg.lb_max_services,
+            maps::MAX_SERVICES
+        );
+    }
     if !pin_dir(cfg).is_absolute() {
         bail!("lb_pin_dir: must be an absolute path");
     }
@@ -100,7 +107,11 @@ pub fn open(cfg: &Config) -> Result<Option<Box<dyn LoadBalancer>>> {
         LbBackendKind::Nftables => Some(Box::new(nft::NftLb::new())),
         LbBackendKind::Ebpf => {
             let cg = cgroup_path(cfg).expect("validated");
-            Some(Box::new(ebpf::EbpfLb::open(&cg, &pin_dir(cfg))?))
+            Some(Box::new(ebpf::EbpfLb::open(
+                &cg,
+                &pin_dir(cfg),
+                cfg.lb_max_services,
+            )?))
         }
     })
 }
@@ -142,5 +153,17 @@ mod tests {
         let e = cfg("lb_cgroup = \"/sys\"\n").validate().unwrap_err();
         assert!(e.to_string().contains("lb_cgroup"), "{e}");
         assert!(toml::from_str::<Config>("lb_backend = \"ipvs\"\n").is_err());
+    }
+
+    #[test]
+    fn map_capacity_is_bounded() {
+        assert_eq!(cfg("").lb_max_services, 8192);
+        for bad in [0, 63, maps::MAX_SERVICES + 1] {
+            let e = cfg(&format!("lb_max_services = {bad}\n"))
+                .validate()
+                .unwrap_err();
+            assert!(e.to_string().contains("lb_max_services"), "{e}");
+        }
+        cfg("lb_max_services = 64\n").validate().unwrap();
     }
 }

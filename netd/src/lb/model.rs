@@ -8,6 +8,7 @@ use crate::state::DesiredState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
@@ -187,6 +188,60 @@ impl LbModel {
     }
 }
 
+/// Frontends whose last task was deleted. They stay programmed without backends (connects are
+/// refused at once, as with all tasks drained, instead of hanging on an address nobody owns)
+/// until `ttl` passed or a task claims them again.
+#[derive(Debug, Default)]
+pub struct Linger {
+    since: BTreeMap<Frontend, (String, Instant)>,
+    /// The frontends (and their networks) of the last model applied.
+    prev: Option<BTreeMap<Frontend, String>>,
+}
+
+impl Linger {
+    /// Adds to `want` the frontends that the last model had (on the first call: what
+    /// `programmed` returns, i.e. the maps a restarted netd found) and `want` lost less than
+    /// `ttl` ago.
+    pub fn apply(
+        &mut self,
+        want: &mut LbModel,
+        programmed: impl FnOnce() -> LbModel,
+        now: Instant,
+        ttl: Duration,
+    ) {
+        let prev = self.prev.take().unwrap_or_else(|| {
+            programmed()
+                .services
+                .into_iter()
+                .map(|(fe, s)| (fe, s.network))
+                .collect()
+        });
+        self.since.retain(|fe, _| !want.services.contains_key(fe));
+        for (fe, network) in prev {
+            if !want.services.contains_key(&fe) {
+                self.since.entry(fe).or_insert((network, now));
+            }
+        }
+        self.since
+            .retain(|_, (_, t)| now.saturating_duration_since(*t) < ttl);
+        for (fe, (network, _)) in &self.since {
+            want.services.insert(
+                *fe,
+                Service {
+                    network: network.clone(),
+                    ..Service::default()
+                },
+            );
+        }
+        self.prev = Some(
+            want.services
+                .iter()
+                .map(|(fe, s)| (*fe, s.network.clone()))
+                .collect(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +302,41 @@ mod tests {
         let s = m.services.values().next().unwrap();
         let ips: Vec<_> = s.backends.iter().map(|b| b.ip).collect();
         assert_eq!(ips, vec![Ipv4Addr::new(10, 1, 0, 2)]);
+    }
+
+    #[test]
+    fn a_deleted_service_lingers_without_backends_then_goes() {
+        let view = ClusterView {
+            peers: vec![],
+            endpoints: vec![remote(3, svc(EndpointMode::Vip, Some("10.1.0.100")), false)],
+        };
+        let had = LbModel::build(&desired(), &view);
+        let none = || LbModel::build(&desired(), &ClusterView::default());
+        let (t0, ttl) = (Instant::now(), Duration::from_secs(60));
+        // A restarted netd: the maps still hold the service its last task left.
+        let mut linger = Linger::default();
+        let mut want = none();
+        linger.apply(&mut want, || had.clone(), t0, ttl);
+        let s = want.services.values().next().expect("still programmed");
+        assert!(s.backends.is_empty() && s.drained.is_empty());
+        // Later passes keep it until the ttl passed...
+        let mut want = none();
+        linger.apply(&mut want, LbModel::default, t0 + ttl / 2, ttl);
+        assert_eq!(want.services.len(), 1);
+        let mut want = none();
+        linger.apply(&mut want, LbModel::default, t0 + ttl, ttl);
+        assert!(want.services.is_empty());
+        // ... or until a task claims the frontend again (then it is an ordinary service).
+        let mut linger = Linger::default();
+        let mut want = had.clone();
+        linger.apply(&mut want, LbModel::default, t0, ttl);
+        let mut want = none();
+        linger.apply(&mut want, LbModel::default, t0, ttl);
+        assert_eq!(want.services.len(), 1, "lingers after its task left");
+        let mut want = had.clone();
+        linger.apply(&mut want, LbModel::default, t0, ttl);
+        assert!(linger.since.is_empty());
+        assert_eq!(want, had);
     }
 
     #[test]

@@ -10,9 +10,10 @@
 //! A new namespace (or one seen first after a start) gets the whole table in one transaction;
 //! afterwards a changed service rewrites only its own chain and map element.
 
-use super::model::{Frontend, LbModel, Service};
+use super::model::{Frontend, LbModel, Proto, Service};
 use super::LoadBalancer;
 use crate::kernel::cmd::{run, with_stdin, Ns};
+use crate::kernel::conntrack;
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -50,8 +51,8 @@ fn element(fe: &Frontend) -> String {
 fn rule(fe: &Frontend, svc: &Service) -> String {
     if svc.backends.is_empty() {
         return match fe.proto {
-            super::model::Proto::Tcp => "reject with tcp reset".into(),
-            super::model::Proto::Udp => "reject".into(),
+            Proto::Tcp => "reject with tcp reset".into(),
+            Proto::Udp => "reject".into(),
         };
     }
     let map: Vec<String> = svc
@@ -141,6 +142,39 @@ pub fn delta(old: &BTreeMap<Frontend, Service>, new: &BTreeMap<Frontend, Service
     s
 }
 
+/// UDP flows (frontend, backend) whose backend left the service between `old` and `new`
+/// (drained backends stay: their flows continue).
+fn removed_udp(
+    old: &BTreeMap<Frontend, Service>,
+    new: &BTreeMap<Frontend, Service>,
+) -> Vec<(Frontend, Ipv4Addr)> {
+    let mut out = Vec::new();
+    for (fe, was) in old.iter().filter(|(fe, _)| fe.proto == Proto::Udp) {
+        let is = new.get(fe);
+        for b in was.backends.iter().chain(&was.drained) {
+            let kept = is.is_some_and(|s| s.backends.contains(b) || s.drained.contains(b));
+            if !kept {
+                out.push((*fe, b.ip));
+            }
+        }
+    }
+    out
+}
+
+/// conntrack keeps a UDP flow on its backend: once that backend is gone the flow would
+/// black-hole until the entry times out, so its entries are deleted (the next packet is DNATed
+/// afresh).
+fn forget_removed_udp(
+    ns: &Ns,
+    old: &BTreeMap<Frontend, Service>,
+    new: &BTreeMap<Frontend, Service>,
+) -> Result<()> {
+    for (fe, backend) in removed_udp(old, new) {
+        conntrack::forget_udp_flows(ns, fe.vip, fe.port, backend)?;
+    }
+    Ok(())
+}
+
 impl LoadBalancer for NftLb {
     fn name(&self) -> &'static str {
         "nftables"
@@ -159,6 +193,7 @@ impl LoadBalancer for NftLb {
                 Some(old) => {
                     let d = delta(old, &services);
                     with_stdin(&ns, "nft", &["-f", "-"], &d)
+                        .and_then(|()| forget_removed_udp(&ns, old, &services))
                 }
                 None => with_stdin(&ns, "nft", &["-f", "-"], &full_table(&services)),
             };
@@ -207,7 +242,7 @@ impl LoadBalancer for NftLb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lb::model::{Backend, Proto};
+    use crate::lb::model::Backend;
 
     fn fe(port: u16) -> Frontend {
         Frontend {
@@ -241,5 +276,28 @@ mod tests {
         );
         let empty = BTreeMap::from([(fe(80), svc(&[]))]);
         assert!(full_table(&empty).contains("reject with tcp reset"));
+    }
+
+    #[test]
+    fn removed_udp_backends_only() {
+        let b = |i| Backend {
+            ip: Ipv4Addr::new(10, 1, 0, i),
+            port: 53,
+        };
+        let udp = Frontend {
+            proto: Proto::Udp,
+            ..fe(53)
+        };
+        let svc = |up: &[u8], drained: &[u8]| Service {
+            network: "web".into(),
+            backends: up.iter().map(|i| b(*i)).collect(),
+            drained: drained.iter().map(|i| b(*i)).collect(),
+        };
+        let old = BTreeMap::from([(udp, svc(&[2, 3, 4], &[])), (fe(80), svc(&[2], &[]))]);
+        // 3 drained (its flows continue), 4 removed; the TCP service is not conntrack's to touch.
+        let new = BTreeMap::from([(udp, svc(&[2], &[3]))]);
+        assert_eq!(removed_udp(&old, &new), vec![(udp, b(4).ip)]);
+        // The whole service gone: every backend's flows go.
+        assert_eq!(removed_udp(&old, &BTreeMap::new()).len(), 3);
     }
 }

@@ -4,15 +4,19 @@
 
 use super::Shared;
 use crate::gossip::ClusterView;
-use crate::lb::{self, model::LbModel, LoadBalancer};
+use crate::lb::model::{LbModel, Linger};
+use crate::lb::{self, LoadBalancer};
 use crate::state::DesiredState;
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The backend, opened on the first pass (one netd per process, one reconcile thread).
 static LB: Mutex<Option<Box<dyn LoadBalancer>>> = Mutex::new(None);
+/// Services whose last task was deleted, kept refusing for `lb_service_linger_ms`.
+static LINGER: Mutex<Option<Linger>> = Mutex::new(None);
 
 /// LB failures are logged and retried on the next pass; they do not fail the API call that
 /// triggered the pass (an endpoint is attached and reachable by address even if its service
@@ -43,6 +47,14 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView) -> Result<(
         let local: BTreeSet<_> = desired.endpoints.values().map(|e| e.ip).collect();
         want.keep_unknown_remotes(&lb.current(), &local);
     }
+    let ttl = Duration::from_millis(shared.cfg.lb_service_linger_ms);
+    let mut linger = LINGER.lock().unwrap_or_else(|e| e.into_inner());
+    linger.get_or_insert_with(Linger::default).apply(
+        &mut want,
+        || lb.current(),
+        Instant::now(),
+        ttl,
+    );
     lb.apply(&want)
 }
 
