@@ -315,3 +315,61 @@ pub fn ping(ns: &str, cgroup: Option<&Path>, dst: &str) -> Result<Vec<String>> {
         .map(str::to_string)
         .collect())
 }
+
+/// The bytes of a bpftool JSON hex array (`["0x0a", ...]`).
+fn hex_bytes(v: &Value) -> Result<Vec<u8>> {
+    v.as_array()
+        .context("not a byte array")?
+        .iter()
+        .map(|b| {
+            let s = b.as_str().context("byte not a string")?;
+            u8::from_str_radix(s.trim_start_matches("0x"), 16).context("bad byte")
+        })
+        .collect()
+}
+
+fn bpftool_json(args: &[&str]) -> Result<Value> {
+    let out = crate::cmd::run("bpftool", args)?;
+    if !out.success {
+        bail!("bpftool {}: {}", args.join(" "), out.stderr);
+    }
+    Ok(serde_json::from_str(&out.stdout)?)
+}
+
+fn map_lookup(map: &Path, key: &[u8]) -> Result<Vec<u8>> {
+    let mut args = vec![
+        "-j".to_string(),
+        "map".into(),
+        "lookup".into(),
+        "pinned".into(),
+        map.display().to_string(),
+        "key".into(),
+    ];
+    args.extend(key.iter().map(|b| b.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    hex_bytes(&bpftool_json(&args)?["value"])
+}
+
+/// The Maglev table node `node` programmed for frontend `vip:port/proto`, read from its pinned
+/// maps (`lb_services` → slot, `lb_maglev` row → backend ids, `lb_backends` → addresses): one
+/// backend address per table entry.
+pub fn maglev_table(node: &Node, vip: Ipv4Addr, port: u16, proto: u8) -> Result<Vec<Ipv4Addr>> {
+    let dir = pin_dir_of(node);
+    let mut key = vip.octets().to_vec();
+    key.extend(port.to_be_bytes());
+    key.extend([proto, 0]);
+    let svc = map_lookup(&dir.join("lb_services"), &key)?;
+    let slot = u32::from_le_bytes(svc[0..4].try_into()?);
+    let row = map_lookup(&dir.join("lb_maglev"), &slot.to_le_bytes())?;
+    let mut addr_of = std::collections::BTreeMap::new();
+    let mut table = Vec::new();
+    for id in row.chunks_exact(4) {
+        let id = u32::from_le_bytes(id.try_into()?);
+        if let std::collections::btree_map::Entry::Vacant(e) = addr_of.entry(id) {
+            let b = map_lookup(&dir.join("lb_backends"), &id.to_le_bytes())?;
+            e.insert(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+        }
+        table.push(addr_of[&id]);
+    }
+    Ok(table)
+}

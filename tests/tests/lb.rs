@@ -7,6 +7,7 @@ use netd_tests::lb::{self, IdServer, LbCleanup, LbKind};
 use netd_tests::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -397,6 +398,7 @@ fn suite(kind: LbKind) {
     }
     if kind == LbKind::Ebpf {
         check_programmed_frontends(&r, 4); // web tcp+udp, empty tcp+udp; none for dnsrr
+        same_maglev_everywhere(&r, 4);
         restart_adopts(&r, held.as_str(), &removed.container.name);
         idle_connection(&r);
     }
@@ -456,6 +458,39 @@ fn hold_through_vip(
         go.display().to_string(),
     ];
     lb::client_bg(ns, cgroup, &args, dir, tag).unwrap()
+}
+
+/// Every node programmed the same Maglev table for the web service (built from the same
+/// backend set with the same fixed hash), so a flow gets the same backend whichever node
+/// balances it; all `enabled` tasks have entries and their shares are near-equal.
+fn same_maglev_everywhere(r: &Rig, enabled: usize) {
+    let vip: Ipv4Addr = VIP.parse().unwrap();
+    eventually(CONVERGE, "same Maglev table on every node", || {
+        let tables: Vec<Vec<Ipv4Addr>> = r
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| lb::maglev_table(n, vip, TCP_PORT, 6))
+            .collect::<anyhow::Result<_>>()
+            .map_err(|e| format!("{e:#}"))?;
+        let first = &tables[0];
+        let mut share = BTreeMap::<Ipv4Addr, usize>::new();
+        for a in first {
+            *share.entry(*a).or_default() += 1;
+        }
+        if share.len() != enabled || tables.iter().any(|t| t != first) {
+            return Err(format!(
+                "backends per node table: {share:?}, equal: {}",
+                tables.iter().all(|t| t == first)
+            ));
+        }
+        let fair = first.len() / enabled;
+        assert!(
+            share.values().all(|n| n.abs_diff(fair) <= fair / 10),
+            "{share:?}"
+        );
+        Ok(())
+    });
 }
 
 /// Number of services in node 1's pinned `lb_services` map (bpftool), and the per-service
