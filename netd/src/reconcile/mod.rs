@@ -35,6 +35,8 @@ pub struct Shared {
     /// pass: event-driven passes skip re-checking it, the periodic full pass re-checks all.
     pub verified: std::sync::Mutex<std::collections::HashSet<String>>,
     pub dns_rebuild: std::sync::Mutex<()>,
+    /// Changes for `GET /v1/events` (drift repaired here, the rest by the daemon and watcher).
+    pub events: crate::events::Events,
 }
 
 impl Shared {
@@ -187,12 +189,14 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
             }
         }
     };
-    note(lb::reconcile(shared, &desired, &view));
+    let full = matches!(scope, Scope::All { .. });
+    note(lb::reconcile(shared, &desired, &view, full));
     if let Scope::Remotes(name) = scope {
         let parts = network::Parts {
             locals: false,
             remotes: true,
             verify_containers: false,
+            repair: false,
         };
         note(network::reconcile(
             shared, &desired, &view, name, parts, keep_extra,
@@ -217,6 +221,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
                     locals: true,
                     remotes: matches!(scope, Scope::Network(_)),
                     verify_containers: false,
+                    repair: false,
                 };
                 results.push(network::reconcile(
                     shared, &desired, &view, name, parts, keep_extra,
@@ -228,6 +233,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
                         locals: true,
                         remotes: true,
                         verify_containers: *verify_containers,
+                        repair: !keep_extra,
                     };
                     results.push(network::reconcile(
                         shared, &desired, &view, name, parts, keep_extra,
