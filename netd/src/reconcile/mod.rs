@@ -7,6 +7,9 @@ mod egress;
 mod lb;
 mod network;
 
+/// Names of the per-network kernel objects (read by `netd inspect`).
+pub use network::{host_end, vxlan_name, BRIDGE};
+
 use crate::config::Config;
 use crate::gossip::ClusterView;
 use crate::state::DesiredState;
