@@ -121,10 +121,7 @@ pub fn stream_lines(
             body_start = Some(());
         }
         // Chunks: "<hex size>\r\n<data>\r\n".
-        loop {
-            let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
             let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16)
                 .context("malformed chunk size")?;
             if size == 0 {
