@@ -32,12 +32,15 @@ pub struct Event {
 
 pub struct Events {
     tx: broadcast::Sender<Event>,
+    /// Set at shutdown: streams end, so a graceful stop does not wait for listeners.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Events {
             tx: broadcast::channel(BUFFER).0,
+            closed: tokio::sync::watch::channel(false).0,
         }
     }
 }
@@ -64,6 +67,19 @@ impl Events {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+
+    /// Ends every stream (netd is stopping).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Resolves once [`Events::close`] was called.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
     }
 }
 

@@ -89,8 +89,13 @@ fn run(config: PathBuf) -> Result<()> {
         tokio::spawn(watch::gossip_to_reconcile(d.clone()));
         tokio::spawn(watch::periodic(d.clone()));
         tracing::info!(socket = %socket.display(), "API listening");
+        let events = d.clone();
         axum::serve(listener, api::router(d))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                // Event streams never end by themselves: end them, or the stop would wait.
+                events.shared.events.close();
+            })
             .await
             .context("serving API")?;
         // A normal stop leaves the data plane as it is: containers keep their connectivity.

@@ -6,7 +6,7 @@
 //! a DNS name not on a shared network); with the daemon stopped, inspect still shows the
 //! kernel and says desired state is unavailable.
 //!
-//! Timing: the drift is made by hand while the periodic repair runs (every 3 s here), so a
+//! Timing: the drift is made by hand while the periodic repair runs (every 2 s in the harness), so a
 //! repair may land between making the drift and inspecting it. Each check is therefore retried
 //! (up to 5 times, drift made afresh) and must be caught at least once.
 
@@ -79,7 +79,7 @@ fn clean(r: &Inspect) -> Result<Value, String> {
 
 #[test]
 fn inspect_views_drift_paths_and_daemon_down() {
-    let mut b = Cluster::builder(2).config_line("reconcile_interval_ms = 3000");
+    let mut b = Cluster::builder(2);
     for l in LbKind::Ebpf.config_lines() {
         b = b.config_line(&l);
     }

@@ -181,9 +181,14 @@ async fn dns_view(State(d): D, Query(q): Query<DnsQuery>) -> Result<Response, Ap
 /// NDJSON, one event per line, until the client goes away.
 async fn events(State(d): D) -> Response {
     let rx = d.shared.events.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let closed = Box::pin(d.shared.events.closed());
+    let stream = futures_util::stream::unfold((rx, closed), |(mut rx, mut closed)| async move {
         use tokio::sync::broadcast::error::RecvError;
-        let ev = match rx.recv().await {
+        let r = tokio::select! {
+            r = rx.recv() => r,
+            _ = &mut closed => return None,
+        };
+        let ev = match r {
             Ok(ev) => ev,
             Err(RecvError::Lagged(n)) => crate::events::Event {
                 time_ms: crate::events::now_ms(),
@@ -196,7 +201,10 @@ async fn events(State(d): D) -> Response {
         };
         let mut line = serde_json::to_vec(&ev).expect("event serializes");
         line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx))
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+            (rx, closed),
+        ))
     });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
