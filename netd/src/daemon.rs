@@ -192,7 +192,11 @@ impl Daemon {
     // ---- endpoints ----
 
     pub fn endpoint_view(&self, id: &str) -> Option<EndpointView> {
-        let d = self.desired();
+        let d = self.shared.desired.read().expect("desired lock");
+        self.endpoint_view_in(&d, id)
+    }
+
+    fn endpoint_view_in(&self, d: &DesiredState, id: &str) -> Option<EndpointView> {
         let ep = d.endpoints.get(id)?;
         let net = d.networks.get(&ep.spec.network)?;
         let gateway = validate::spec_gateway(net);
@@ -238,9 +242,14 @@ impl Daemon {
         })
     }
 
+    /// Every local endpoint, from one snapshot of the desired state (one view per endpoint,
+    /// not one copy of the state per endpoint: `netd inspect` lists thousands).
     pub fn endpoints(&self) -> Vec<EndpointView> {
-        let ids: Vec<String> = self.desired().endpoints.keys().cloned().collect();
-        ids.iter().filter_map(|i| self.endpoint_view(i)).collect()
+        let d = self.shared.desired.read().expect("desired lock");
+        d.endpoints
+            .keys()
+            .filter_map(|i| self.endpoint_view_in(&d, i))
+            .collect()
     }
 
     pub async fn put_endpoint(

@@ -381,6 +381,29 @@ fn inspect_views_drift_paths_and_daemon_down() {
         "{pv:#}"
     );
 
+    // The human forms (printed for people reading a failed run; spot-checked).
+    for args in [
+        vec![],
+        vec!["network", "inet"],
+        vec!["service", "web"],
+        vec!["dns", "--container", &client.name],
+        vec!["path", "--from", &client.name, "--to", &to],
+    ] {
+        let r = inspect(n1, &args);
+        eprintln!(
+            "$ netd inspect {}\n{}{}",
+            args.join(" "),
+            r.stdout,
+            r.stderr
+        );
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stdout);
+    }
+    let human = inspect(n1, &["network", "inet"]).stdout;
+    assert!(
+        human.contains(&task_ep.mac) && human.contains("drift: none"),
+        "{human}"
+    );
+
     let w = watch(n1, &cluster.dir, "inspect-events");
 
     // FDB drift: the task's entry deleted, a stray one added.
@@ -587,5 +610,95 @@ fn inspect_views_drift_paths_and_daemon_down() {
         r.stdout.contains("unavailable") && r.stdout.contains(&task_mac),
         "{}",
         r.stdout
+    );
+}
+
+/// Benchmark (run by `scripts/bench/inspect.sh`, not a pass/fail test): `netd inspect
+/// network` on a network with INSPECT_BENCH_ENDPOINTS (1000) local endpoints on node 1 and as
+/// many remote ones (node 2: FDB and neighbor entries), against the by-hand baseline an
+/// engineer would run (`bridge fdb` and `ip neigh` of the VXLAN device, the local and remote
+/// endpoint tables from the API): median of INSPECT_BENCH_RUNS (7) each, and the ratio.
+#[test]
+#[ignore = "benchmark: scripts/bench/inspect.sh"]
+fn inspect_network_bench() {
+    let n: usize = std::env::var("INSPECT_BENCH_ENDPOINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let runs: usize = std::env::var("INSPECT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let Some(cluster) = Cluster::new(2) else {
+        return;
+    };
+    cluster.create_network("big", &json!({"subnet": "10.234.0.0/16", "vni": 4303}));
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for node in &cluster.nodes {
+            for part in 0..2 {
+                let cluster = &cluster;
+                s.spawn(move || {
+                    for _ in (part..n).step_by(2) {
+                        let c = cluster.container();
+                        node.attach(&c, "big", "eth0", None);
+                    }
+                });
+            }
+        }
+    });
+    eprintln!("attached {} endpoints in {:?}", 2 * n, t0.elapsed());
+    let n1 = cluster.node(1);
+    let sandbox = n1.sandbox(4303);
+    eventually(
+        std::time::Duration::from_secs(120),
+        "node 1 programs every remote endpoint",
+        || {
+            let v = inspect(n1, &["--json", "network", "big"]).json();
+            let (l, r, f) = (
+                v["local_endpoints"].as_array().map_or(0, Vec::len),
+                v["remote_endpoints"].as_array().map_or(0, Vec::len),
+                v["kernel"]["fdb"].as_array().map_or(0, Vec::len),
+            );
+            (l == n && r == n && f == n && v["drift"] == json!([]))
+                .then_some(())
+                .ok_or(format!("local {l} remote {r} fdb {f}"))
+        },
+    );
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let time = |f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    let (mut human, mut js, mut by_hand) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        human.push(time(&mut || {
+            assert_eq!(inspect(n1, &["network", "big"]).code, 0)
+        }));
+        js.push(time(&mut || {
+            assert_eq!(inspect(n1, &["--json", "network", "big"]).code, 0)
+        }));
+        by_hand.push(time(&mut || {
+            run_ok(
+                "bridge",
+                &["-n", &sandbox, "-j", "fdb", "show", "dev", "vx-4303"],
+            );
+            run_ok(
+                "ip",
+                &["-n", &sandbox, "-j", "neigh", "show", "dev", "vx-4303"],
+            );
+            n1.api("GET", "/v1/endpoints", None);
+            n1.api("GET", "/v1/remote-endpoints", None);
+        }));
+    }
+    let (h, j, b) = (median(human), median(js), median(by_hand));
+    println!(
+        "inspect network, {n} local + {n} remote endpoints: human {h:.0} ms, --json {j:.0} ms (target < 1000 ms); \
+         by-hand baseline (bridge fdb + ip neigh + 2 API reads) {b:.0} ms; inspect/baseline {:.2}",
+        h / b
     );
 }
