@@ -702,3 +702,66 @@ fn inspect_network_bench() {
         h / b
     );
 }
+
+/// The nftables LB: `inspect service` reads each local container's service chain; a chain
+/// emptied by hand (flushed: no DNAT) is drift, and `path` still walks the DNAT hop.
+#[test]
+fn nftables_service_view() {
+    let mut b = Cluster::builder(1);
+    for l in LbKind::Nftables.config_lines() {
+        b = b.config_line(&l);
+    }
+    let Some(cluster) = b.start() else { return };
+    let n1 = cluster.node(1);
+    cluster.create_network("nnet", &json!({"subnet": "10.233.3.0/24", "vni": 4304}));
+    let client = cluster.container();
+    n1.attach(&client, "nnet", "eth0", None);
+    let task = cluster.container();
+    let vip = "10.233.3.250";
+    let task_ep = n1.attach(
+        &task,
+        "nnet",
+        "eth0",
+        Some(
+            json!({"service": {"name": "api", "id": "api", "vip": vip, "endpoint_mode": "vip",
+            "ports": [{"protocol": "tcp", "target_port": 80}]}}),
+        ),
+    );
+    let v = eventually(CONVERGE, "nftables chains programmed", || {
+        clean(&inspect(n1, &["--json", "service", "api"]))
+    });
+    assert_eq!(v["lb_backend"], "nftables");
+    let chains = v["frontends"][0]["nftables"].as_array().unwrap().clone();
+    assert_eq!(chains.len(), 2, "one chain per local container: {v:#}");
+    for c in &chains {
+        has_fields(c, &["container", "present", "backends"], "nft chain");
+        assert_eq!(c["present"], true, "{v:#}");
+        assert_eq!(c["backends"], json!([task_ep.ip.to_string()]), "{v:#}");
+    }
+    let p = inspect(
+        n1,
+        &["--json", "path", "--from", &client.name, "--to", "api:80"],
+    );
+    let pv = p.json();
+    assert_eq!(pv["result"], "ok", "{pv:#}");
+    assert!(
+        pv["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["step"] == "load_balancer"
+                && h["detail"].as_str().unwrap().contains("nftables")),
+        "{pv:#}"
+    );
+    let ip: std::net::Ipv4Addr = vip.parse().unwrap();
+    let chain = format!("svc_{:08x}_80_tcp", u32::from(ip));
+    exec_in_ok(
+        &client.name,
+        &["nft", "flush", "chain", "ip", "netd_lb", &chain],
+    );
+    let r = inspect(n1, &["--json", "service", "api"]);
+    let v = r.json();
+    let key = format!("{vip}:80/tcp in {}", client.path().display());
+    assert_eq!(r.code, 1, "{v:#}");
+    assert!(drift_has(&v, "different", "nft_lb", &key), "{v:#}");
+}
