@@ -51,10 +51,13 @@ fn caught<T>(
     mut check: impl FnMut() -> Result<T, String>,
 ) -> T {
     let mut last = String::new();
-    for _ in 0..5 {
+    for attempt in 1..=5 {
         make();
         match check() {
-            Ok(t) => return t,
+            Ok(t) => {
+                eprintln!("{what}: reported (attempt {attempt})");
+                return t;
+            }
             Err(e) => last = e,
         }
     }
@@ -610,6 +613,36 @@ fn inspect_views_drift_paths_and_daemon_down() {
         r.stdout.contains("unavailable") && r.stdout.contains(&task_mac),
         "{}",
         r.stdout
+    );
+    let r = inspect(n1, &["--json", "dns", "--container", &client.name]);
+    let v = r.json();
+    assert_eq!(
+        (r.code, &v["resolver_redirect"]),
+        (1, &json!(true)),
+        "{v:#}"
+    );
+    assert_eq!(v["dns"], Value::Null, "{v:#}");
+    let target = format!("{}:{PORT}", task_ep.ip);
+    let r = inspect(
+        n1,
+        &["--json", "path", "--from", &client.name, "--to", &target],
+    );
+    let v = r.json();
+    assert_eq!(r.code, 1, "{v:#}");
+    assert!(
+        v["desired_state"]
+            .as_str()
+            .unwrap()
+            .starts_with("unavailable"),
+        "{v:#}"
+    );
+    assert!(
+        v["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["step"] == "route" && h["detail"].as_str().unwrap().contains("dev eth0")),
+        "{v:#}"
     );
 }
 
