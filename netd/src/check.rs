@@ -7,12 +7,12 @@ use std::path::Path;
 
 #[derive(Serialize)]
 pub struct Probe {
-    feature: &'static str,
-    ok: bool,
-    required: bool,
-    affects: &'static str,
-    fix: &'static str,
-    detail: String,
+    pub feature: &'static str,
+    pub ok: bool,
+    pub required: bool,
+    pub affects: &'static str,
+    pub fix: &'static str,
+    pub detail: String,
 }
 
 fn probe_cmd(ns: &Ns, prog: &str, args: &[&str]) -> (bool, String) {

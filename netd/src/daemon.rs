@@ -63,6 +63,7 @@ impl Daemon {
             started: Instant::now(),
             verified: Default::default(),
             dns_rebuild: Default::default(),
+            events: Default::default(),
         });
         shared.rebuild_dns(None);
         let reconciler = Reconciler::spawn(shared.clone());
@@ -137,6 +138,12 @@ impl Daemon {
                 .run(Scope::Network(name.to_string()))
                 .await
                 .map_err(ApiError::internal)?;
+            let kind = if created {
+                "network_created"
+            } else {
+                "network_updated"
+            };
+            self.shared.events.emit(kind, Some(name), name, "");
         }
         Ok((self.network_view(name).expect("just stored"), created))
     }
@@ -170,13 +177,26 @@ impl Daemon {
         self.reconciler
             .run(Scope::Network(name.to_string()))
             .await
-            .map_err(ApiError::internal)
+            .map_err(ApiError::internal)?;
+        for id in &eps {
+            self.shared
+                .events
+                .emit("endpoint_left", Some(name), id, "network removed");
+        }
+        self.shared
+            .events
+            .emit("network_removed", Some(name), name, "");
+        Ok(())
     }
 
     // ---- endpoints ----
 
     pub fn endpoint_view(&self, id: &str) -> Option<EndpointView> {
-        let d = self.desired();
+        let d = self.shared.desired.read().expect("desired lock");
+        self.endpoint_view_in(&d, id)
+    }
+
+    fn endpoint_view_in(&self, d: &DesiredState, id: &str) -> Option<EndpointView> {
         let ep = d.endpoints.get(id)?;
         let net = d.networks.get(&ep.spec.network)?;
         let gateway = validate::spec_gateway(net);
@@ -222,9 +242,14 @@ impl Daemon {
         })
     }
 
+    /// Every local endpoint, from one snapshot of the desired state (one view per endpoint,
+    /// not one copy of the state per endpoint: `netd inspect` lists thousands).
     pub fn endpoints(&self) -> Vec<EndpointView> {
-        let ids: Vec<String> = self.desired().endpoints.keys().cloned().collect();
-        ids.iter().filter_map(|i| self.endpoint_view(i)).collect()
+        let d = self.shared.desired.read().expect("desired lock");
+        d.endpoints
+            .keys()
+            .filter_map(|i| self.endpoint_view_in(&d, i))
+            .collect()
     }
 
     pub async fn put_endpoint(
@@ -341,6 +366,12 @@ impl Daemon {
             .publish_endpoint(&spec.network, id, &self.record(&ep))
             .await;
         tracing::debug!(id, ?committed, ?reconciled, total = ?started.elapsed(), "endpoint attached");
+        self.shared.events.emit(
+            "endpoint_joined",
+            Some(&spec.network),
+            id,
+            format!("{} {ip} {}", spec.name, ep.mac),
+        );
         Ok((self.endpoint_view(id).expect("just stored"), true))
     }
 
@@ -367,9 +398,16 @@ impl Daemon {
         self.commit(d)?;
         self.gossip.withdraw_endpoint(&ep.spec.network, id).await;
         self.reconciler
-            .run(Scope::Locals(ep.spec.network))
+            .run(Scope::Locals(ep.spec.network.clone()))
             .await
-            .map_err(ApiError::internal)
+            .map_err(ApiError::internal)?;
+        self.shared.events.emit(
+            "endpoint_left",
+            Some(&ep.spec.network),
+            id,
+            format!("{} {}", ep.spec.name, ep.ip),
+        );
+        Ok(())
     }
 
     pub async fn patch_endpoint(
@@ -396,6 +434,17 @@ impl Daemon {
             .run(Scope::Locals(ep.spec.network.clone()))
             .await
             .map_err(ApiError::internal)?;
+        let kind = if ep.service_disabled {
+            "endpoint_drained"
+        } else {
+            "endpoint_enabled"
+        };
+        self.shared.events.emit(
+            kind,
+            Some(&ep.spec.network),
+            id,
+            format!("{} {}", ep.spec.name, ep.ip),
+        );
         Ok(self.endpoint_view(id).expect("exists"))
     }
 
@@ -456,6 +505,14 @@ impl Daemon {
                 .rejected
                 .load(std::sync::atomic::Ordering::Relaxed),
             ready: true,
+            lb_backend: match crate::lb::backend_kind(cfg) {
+                crate::lb::LbBackendKind::Ebpf => "ebpf",
+                crate::lb::LbBackendKind::Nftables => "nftables",
+                crate::lb::LbBackendKind::None => "none",
+            }
+            .into(),
+            lb_pin_dir: (crate::lb::backend_kind(cfg) == crate::lb::LbBackendKind::Ebpf)
+                .then(|| crate::lb::pin_dir(cfg).display().to_string()),
         }
     }
 

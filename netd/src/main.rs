@@ -30,10 +30,18 @@ enum Cmd {
     },
     /// Show this node's state, from netd and from the kernel.
     Inspect {
-        #[arg(long, default_value = "/run/netd/netd.sock")]
-        socket: PathBuf,
+        /// API socket (default: the config's api_socket, else /run/netd/netd.sock).
         #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The node's config: names its sandboxes and LB pins when the daemon is down.
+        #[arg(long, default_value = "/etc/netd/netd.toml")]
+        config: PathBuf,
+        /// Machine-readable output (stable field names).
+        #[arg(long, global = true)]
         json: bool,
+        /// Stream changes (same as `inspect events`).
+        #[arg(long)]
+        watch: bool,
         #[command(subcommand)]
         what: Option<inspect::What>,
     },
@@ -44,8 +52,20 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Run { config } => run(config),
         Cmd::Check { json } => std::process::exit(check::run(json)),
-        Cmd::Inspect { socket, json, what } => {
-            std::process::exit(inspect::run(&socket, json, what))
+        Cmd::Inspect {
+            socket,
+            config,
+            json,
+            watch,
+            what,
+        } => {
+            let opts = inspect::Opts {
+                socket,
+                config,
+                json,
+                watch,
+            };
+            std::process::exit(inspect::run(opts, what))
         }
     }
 }
@@ -69,8 +89,13 @@ fn run(config: PathBuf) -> Result<()> {
         tokio::spawn(watch::gossip_to_reconcile(d.clone()));
         tokio::spawn(watch::periodic(d.clone()));
         tracing::info!(socket = %socket.display(), "API listening");
+        let events = d.clone();
         axum::serve(listener, api::router(d))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                // Event streams never end by themselves: end them, or the stop would wait.
+                events.shared.events.close();
+            })
             .await
             .context("serving API")?;
         // A normal stop leaves the data plane as it is: containers keep their connectivity.

@@ -1,6 +1,8 @@
 //! Background loops: turn gossip changes into reconcile jobs, and repair drift periodically.
 
 use crate::daemon::Daemon;
+use crate::events::Events;
+use crate::gossip::ClusterView;
 use crate::reconcile::Scope;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
         };
         let (old, records_changed) = {
             let current = d.shared.view.read().expect("view lock");
+            emit_changes(&d.shared.events, &current, &view);
             (per_net(&current), current.endpoints != view.endpoints)
         };
         let new = per_net(&view);
@@ -82,5 +85,63 @@ pub async fn periodic(d: Arc<Daemon>) {
         d.reconciler.request(Scope::All {
             verify_containers: false,
         });
+    }
+}
+
+/// Membership and remote endpoint changes between two views, as events.
+fn emit_changes(ev: &Events, old: &ClusterView, new: &ClusterView) {
+    let peers = |v: &ClusterView| -> BTreeMap<String, bool> {
+        v.peers.iter().map(|p| (p.node.clone(), p.live)).collect()
+    };
+    let (op, np) = (peers(old), peers(new));
+    for (node, live) in &np {
+        match (op.get(node), live) {
+            (None, _) => ev.emit(
+                "peer_joined",
+                None,
+                node,
+                if *live { "live" } else { "dead" },
+            ),
+            (Some(false), true) => ev.emit("peer_live", None, node, ""),
+            (Some(true), false) => ev.emit("peer_dead", None, node, "failure detector"),
+            _ => {}
+        }
+    }
+    for node in op.keys().filter(|n| !np.contains_key(*n)) {
+        ev.emit("peer_left", None, node, "");
+    }
+    let eps = |v: &ClusterView| -> BTreeMap<(String, String), (bool, String)> {
+        v.endpoints
+            .iter()
+            .map(|e| {
+                (
+                    (e.network.clone(), e.id.clone()),
+                    (
+                        e.service_disabled,
+                        format!("{} {} on {}", e.name, e.ip, e.node),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let (oe, ne) = (eps(old), eps(new));
+    for ((net, id), (disabled, what)) in &ne {
+        match oe.get(&(net.clone(), id.clone())) {
+            None => ev.emit("remote_endpoint_joined", Some(net), id, what.clone()),
+            Some((was, _)) if was != disabled => {
+                let kind = if *disabled {
+                    "remote_endpoint_drained"
+                } else {
+                    "remote_endpoint_enabled"
+                };
+                ev.emit(kind, Some(net), id, what.clone());
+            }
+            _ => {}
+        }
+    }
+    for ((net, id), (_, what)) in &oe {
+        if !ne.contains_key(&(net.clone(), id.clone())) {
+            ev.emit("remote_endpoint_left", Some(net), id, what.clone());
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP/1.1 + JSON API on a Unix socket, versioned under `/v1`. Handlers are thin: parse, call
 //! the daemon operation, render.
 
+pub mod diag;
 pub mod error;
 pub mod server;
 pub mod types;
@@ -39,6 +40,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
         )
         .route("/v1/remote-endpoints", get(remote_endpoints))
         .route("/v1/cluster/keys", put(put_keys))
+        .route("/v1/services", get(list_services))
+        .route("/v1/services/{name}", get(get_service))
+        .route("/v1/dns", get(dns_view))
+        .route("/v1/events", get(events))
         .fallback(not_found)
         .with_state(d)
 }
@@ -143,4 +148,67 @@ async fn remote_endpoints(State(d): D) -> Response {
 async fn put_keys(State(d): D, body: Bytes) -> Result<StatusCode, ApiError> {
     d.set_gossip_keys(parse_body(&body)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_services(State(d): D) -> Response {
+    Json(d.service_views()).into_response()
+}
+
+async fn get_service(State(d): D, Path(name): Path<String>) -> Result<Response, ApiError> {
+    d.service_views()
+        .into_iter()
+        .find(|s| s.name.eq_ignore_ascii_case(&name) || s.id == name)
+        .map(|v| Json(v).into_response())
+        .ok_or_else(|| {
+            ApiError::not_found(
+                Some("name"),
+                format!("service {name:?} is not known on this node"),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsQuery {
+    container: Option<String>,
+    name: Option<String>,
+}
+
+async fn dns_view(State(d): D, Query(q): Query<DnsQuery>) -> Result<Response, ApiError> {
+    Ok(Json(d.dns_view(q.container.as_deref(), q.name.as_deref())?).into_response())
+}
+
+/// NDJSON, one event per line, until the client goes away.
+async fn events(State(d): D) -> Response {
+    let rx = d.shared.events.subscribe();
+    let closed = Box::pin(d.shared.events.closed());
+    let stream = futures_util::stream::unfold((rx, closed), |(mut rx, mut closed)| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        let r = tokio::select! {
+            r = rx.recv() => r,
+            _ = &mut closed => return None,
+        };
+        let ev = match r {
+            Ok(ev) => ev,
+            Err(RecvError::Lagged(n)) => crate::events::Event {
+                time_ms: crate::events::now_ms(),
+                kind: "events_lost".into(),
+                network: None,
+                subject: "events".into(),
+                detail: format!("{n} events dropped (listener too slow)"),
+            },
+            Err(RecvError::Closed) => return None,
+        };
+        let mut line = serde_json::to_vec(&ev).expect("event serializes");
+        line.push(b'\n');
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+            (rx, closed),
+        ))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }

@@ -210,6 +210,11 @@ pub struct NodeView {
     pub gossip_rejected: u64,
     pub dns: DnsStats,
     pub ready: bool,
+    /// Service LB data plane in effect: `ebpf`, `nftables` or `none`.
+    pub lb_backend: String,
+    /// Where the eBPF LB pins its maps (eBPF backend only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb_pin_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

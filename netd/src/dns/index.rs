@@ -202,6 +202,21 @@ impl DnsIndex {
         found
     }
 
+    /// Every name of `nets` with its answer, sorted by network and name (for `netd inspect`).
+    pub fn records(&self, nets: &[String]) -> Vec<(String, String, Answer)> {
+        let mut v: Vec<(String, String, Answer)> = nets
+            .iter()
+            .filter_map(|n| Some((n, self.nets.get(n)?)))
+            .flat_map(|(n, r)| {
+                r.names
+                    .iter()
+                    .map(move |(name, a)| (n.clone(), name.clone(), a.clone()))
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        v
+    }
+
     /// Names for a reverse lookup of `ip`, from the asker's networks.
     pub fn reverse(&self, nets: &[String], ip: Ipv4Addr) -> Vec<String> {
         nets.iter()

@@ -72,6 +72,9 @@ const TC_PROGS: [(&str, &str, TcAttachType, &str); 2] = [
     ),
 ];
 const TC_LINK_PREFIX: &str = "tc_";
+/// Drift repair reads every service's Maglev row back (4 KiB each) only up to this many
+/// frontends; beyond, it checks the service entries and backends only.
+const VERIFY_ROWS_UP_TO: usize = 4096;
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
@@ -935,6 +938,78 @@ impl LoadBalancer for EbpfLb {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    fn verify_kernel(&mut self) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let check_rows = self.cur.len() <= VERIFY_ROWS_UP_TO;
+        for (fe, p) in self.cur.iter_mut() {
+            if p.dirty {
+                continue; // reprogrammed by the next apply anyway
+            }
+            let name = format!("{}:{}/{}", fe.vip, fe.port, fe.proto.name());
+            let want = SvcVal {
+                slot: p.slot,
+                count: p.backends.len() as u32,
+            };
+            let problem = match self.services.get(&SvcKey::of(fe), 0) {
+                Ok(v) if v == want => {
+                    let ids: Option<BTreeSet<u32>> = p
+                        .backends
+                        .iter()
+                        .map(|b| self.ids.get(&(*b, fe.proto)).copied())
+                        .collect();
+                    match ids {
+                        Some(ids) if ids.iter().any(|id| self.backends.get(*id).ip == 0) => Some(
+                            format!("{name}: a backend entry of lb_backends was cleared"),
+                        ),
+                        Some(ids) if check_rows && !ids.is_empty() => {
+                            let row = self.maglev.get(&p.slot, 0)?;
+                            (!row.ids.iter().all(|id| ids.contains(id))).then(|| {
+                                format!(
+                                    "{name}: lb_maglev slot {} points at other backends",
+                                    p.slot
+                                )
+                            })
+                        }
+                        _ => None,
+                    }
+                }
+                Ok(v) => Some(format!(
+                    "{name}: lb_services holds slot {} count {}, want slot {} count {}",
+                    v.slot, v.count, want.slot, want.count
+                )),
+                Err(aya::maps::MapError::KeyNotFound) => {
+                    Some(format!("{name}: missing from lb_services, restored"))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(d) = problem {
+                p.dirty = true;
+                found.push(d);
+            }
+        }
+        let keys: Vec<SvcKey> = self.services.keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            let known = k.frontend().is_some_and(|fe| self.cur.contains_key(&fe));
+            if !known {
+                match self.services.remove(&k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let fe = k.frontend();
+                found.push(match fe {
+                    Some(fe) => format!(
+                        "{}:{}/{}: stray lb_services entry removed",
+                        fe.vip,
+                        fe.port,
+                        fe.proto.name()
+                    ),
+                    None => "stray lb_services entry removed".to_string(),
+                });
+            }
+        }
+        Ok(found)
     }
 
     fn current(&self) -> LbModel {

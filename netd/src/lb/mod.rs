@@ -12,6 +12,7 @@
 
 #[cfg(test)]
 mod bench;
+pub mod dump;
 pub mod ebpf;
 pub mod hash;
 pub mod maglev;
@@ -43,6 +44,11 @@ pub trait LoadBalancer: Send {
     fn apply(&mut self, want: &LbModel) -> Result<()>;
     /// What is programmed now.
     fn current(&self) -> LbModel;
+    /// Compares what this backend programmed with what the kernel holds now and marks what
+    /// differs for reprogramming by the next `apply` (drift repair); returns what differed.
+    fn verify_kernel(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
     /// The host ends of local containers' veths (sandbox netns path, ifname): backends that
     /// answer ARP/ICMP echo for VIPs per device attach there.
     fn attach_devices(&mut self, _devices: &BTreeSet<(PathBuf, String)>) -> Result<()> {

@@ -34,7 +34,7 @@ impl NftLb {
     }
 }
 
-fn chain(fe: &Frontend) -> String {
+pub fn chain(fe: &Frontend) -> String {
     format!(
         "svc_{:08x}_{}_{}",
         u32::from(fe.vip),

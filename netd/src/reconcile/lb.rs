@@ -21,14 +21,22 @@ static LINGER: Mutex<Option<Linger>> = Mutex::new(None);
 /// LB failures are logged and retried on the next pass; they do not fail the API call that
 /// triggered the pass (an endpoint is attached and reachable by address even if its service
 /// VIP is not programmed yet).
-pub fn reconcile(shared: &Shared, desired: &DesiredState, view: &ClusterView) -> Result<()> {
-    if let Err(e) = sync(shared, desired, view) {
+///
+/// On a `full` (drift repair) pass the backend first compares what it programmed with what the
+/// kernel holds (a map entry deleted by hand, a stray one) and reprograms the difference.
+pub fn reconcile(
+    shared: &Shared,
+    desired: &DesiredState,
+    view: &ClusterView,
+    full: bool,
+) -> Result<()> {
+    if let Err(e) = sync(shared, desired, view, full) {
         tracing::warn!(error = %format!("{e:#}"), "service load balancer");
     }
     Ok(())
 }
 
-fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView) -> Result<()> {
+fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool) -> Result<()> {
     if lb::backend_kind(&shared.cfg) == lb::LbBackendKind::None {
         return Ok(());
     }
@@ -41,6 +49,14 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView) -> Result<(
         *guard = Some(opened);
     }
     let lb = guard.as_mut().expect("opened above");
+    let drift = if full {
+        lb.verify_kernel().unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "reading back the LB maps");
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
     let mut want = LbModel::build(desired, view);
     // Right after a start, keep remote backends already programmed until gossip caught up.
     if shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128 {
@@ -55,7 +71,11 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView) -> Result<(
         Instant::now(),
         ttl,
     );
-    lb.apply(&want)
+    lb.apply(&want)?;
+    for d in drift {
+        shared.events.emit("drift_repaired", None, lb.name(), d);
+    }
+    Ok(())
 }
 
 /// After the networks' pass (the veths exist): the backend's per-device programs on the host

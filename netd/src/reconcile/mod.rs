@@ -7,6 +7,9 @@ mod egress;
 mod lb;
 mod network;
 
+/// Names of the per-network kernel objects (read by `netd inspect`).
+pub use network::{host_end, vxlan_name, BRIDGE};
+
 use crate::config::Config;
 use crate::gossip::ClusterView;
 use crate::state::DesiredState;
@@ -35,6 +38,8 @@ pub struct Shared {
     /// pass: event-driven passes skip re-checking it, the periodic full pass re-checks all.
     pub verified: std::sync::Mutex<std::collections::HashSet<String>>,
     pub dns_rebuild: std::sync::Mutex<()>,
+    /// Changes for `GET /v1/events` (drift repaired here, the rest by the daemon and watcher).
+    pub events: crate::events::Events,
 }
 
 impl Shared {
@@ -187,12 +192,14 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
             }
         }
     };
-    note(lb::reconcile(shared, &desired, &view));
+    let full = matches!(scope, Scope::All { .. });
+    note(lb::reconcile(shared, &desired, &view, full));
     if let Scope::Remotes(name) = scope {
         let parts = network::Parts {
             locals: false,
             remotes: true,
             verify_containers: false,
+            repair: false,
         };
         note(network::reconcile(
             shared, &desired, &view, name, parts, keep_extra,
@@ -217,6 +224,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
                     locals: true,
                     remotes: matches!(scope, Scope::Network(_)),
                     verify_containers: false,
+                    repair: false,
                 };
                 results.push(network::reconcile(
                     shared, &desired, &view, name, parts, keep_extra,
@@ -228,6 +236,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
                         locals: true,
                         remotes: true,
                         verify_containers: *verify_containers,
+                        repair: !keep_extra,
                     };
                     results.push(network::reconcile(
                         shared, &desired, &view, name, parts, keep_extra,

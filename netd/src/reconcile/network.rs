@@ -52,6 +52,8 @@ pub struct Parts {
     pub remotes: bool,
     /// Re-check every container-side interface (after a restart).
     pub verify_containers: bool,
+    /// A full (drift repair) pass: what it changes is reported as `drift_repaired`.
+    pub repair: bool,
 }
 
 pub fn reconcile(
@@ -120,6 +122,9 @@ pub fn reconcile(
         if !plan.is_empty() {
             tracing::debug!(network = name, ?plan, "neighbor plan");
             neigh::apply(&sb, &vx, &plan)?;
+            if parts.repair {
+                report_repair(shared, name, &vx, &plan);
+            }
         }
     }
     if errors.is_empty() {
@@ -189,4 +194,42 @@ pub fn sweep_sandboxes(shared: &Shared, desired: &DesiredState) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a drift-repair pass changed on a VXLAN device, as `drift_repaired` events.
+fn report_repair(shared: &Shared, network: &str, vx: &str, plan: &NeighPlan) {
+    let ev = &shared.events;
+    let set: BTreeSet<[u8; 6]> = plan.fdb_set.iter().map(|(m, _)| *m).collect();
+    for (m, v) in &plan.fdb_set {
+        ev.emit(
+            "drift_repaired",
+            Some(network),
+            vx,
+            format!("fdb {} -> {v} restored", neigh::fmt_mac(m)),
+        );
+    }
+    for (m, v) in plan.fdb_del.iter().filter(|(m, _)| !set.contains(m)) {
+        ev.emit(
+            "drift_repaired",
+            Some(network),
+            vx,
+            format!("extra fdb {} -> {v} removed", neigh::fmt_mac(m)),
+        );
+    }
+    for (i, m) in &plan.neigh_set {
+        ev.emit(
+            "drift_repaired",
+            Some(network),
+            vx,
+            format!("neighbor {i} -> {} restored", neigh::fmt_mac(m)),
+        );
+    }
+    for i in &plan.neigh_del {
+        ev.emit(
+            "drift_repaired",
+            Some(network),
+            vx,
+            format!("extra neighbor {i} removed"),
+        );
+    }
 }
