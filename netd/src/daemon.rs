@@ -10,7 +10,7 @@ use crate::gossip::{keyring::MAX_KEYS, Gossip};
 use crate::ipam;
 use crate::kernel::link;
 use crate::reconcile::{NodeFacts, Reconciler, Scope, Shared};
-use crate::state::{store::Store, DesiredState, LocalEndpoint};
+use crate::state::{store::Store, DesiredState, LocalEndpoint, INGRESS_LEG};
 use crate::validate;
 use anyhow::{Context, Result};
 use std::collections::HashSet;
@@ -130,6 +130,7 @@ impl Daemon {
         let mut d = self.desired();
         validate::network(&d, name, &spec)?;
         let created = !d.networks.contains_key(name);
+        let ingress = spec.ingress;
         if d.networks.get(name) != Some(&spec) {
             d.networks.insert(name.to_string(), spec);
             self.commit(d)?;
@@ -137,6 +138,12 @@ impl Daemon {
                 .run(Scope::Network(name.to_string()))
                 .await
                 .map_err(ApiError::internal)?;
+        }
+        drop(_g);
+        if ingress && !self.desired().endpoints.contains_key(INGRESS_LEG) {
+            let leg = crate::ingress::leg_spec(&self.shared.cfg.node_name, name)
+                .map_err(|e| ApiError::internal(format!("ingress leg: {e:#}")))?;
+            self.attach(INGRESS_LEG, leg).await?;
         }
         Ok((self.network_view(name).expect("just stored"), created))
     }
@@ -148,10 +155,11 @@ impl Daemon {
             return Ok(());
         }
         let eps: Vec<String> = d.endpoints_on(name).map(|(id, _)| id.clone()).collect();
-        if !eps.is_empty() && !force {
+        let containers = eps.iter().filter(|id| *id != INGRESS_LEG).count();
+        if containers > 0 && !force {
             return Err(ApiError::conflict(
                 "name",
-                format!("network {name:?} still has {} endpoint(s); delete them first or use ?force=true", eps.len()),
+                format!("network {name:?} still has {containers} endpoint(s); delete them first or use ?force=true"),
             ));
         }
         for id in &eps {
@@ -232,10 +240,31 @@ impl Daemon {
         id: &str,
         spec: EndpointSpec,
     ) -> Result<(EndpointView, bool), ApiError> {
+        if id == INGRESS_LEG {
+            return Err(ApiError::invalid(
+                "id",
+                format!("id: {INGRESS_LEG:?} is reserved for the node's ingress leg"),
+            ));
+        }
+        self.attach(id, spec).await
+    }
+
+    async fn attach(
+        &self,
+        id: &str,
+        mut spec: EndpointSpec,
+    ) -> Result<(EndpointView, bool), ApiError> {
         let started = Instant::now();
         let _g = self.ops.lock().await;
         let mut d = self.desired();
         validate::endpoint(&d, id, &spec)?;
+        match d.endpoints.get(id) {
+            Some(existing) => crate::ingress::publish::same_numbers(&existing.spec, &mut spec),
+            None => {
+                let view = self.shared.view.read().expect("view lock").clone();
+                crate::ingress::publish::prepare(&d, &view, &mut spec)?;
+            }
+        }
         if let Some(existing) = d.endpoints.get(id) {
             let same = EndpointSpec {
                 ip: spec.ip.or(Some(existing.ip)),
@@ -307,7 +336,7 @@ impl Daemon {
         };
         let before = d.clone();
         d.endpoints.insert(id.to_string(), ep.clone());
-        if !net.internal && !d.egress.contains_key(&spec.netns) {
+        if !net.internal && id != INGRESS_LEG && !d.egress.contains_key(&spec.netns) {
             let ip = self.allocate_egress(&d)?;
             d.egress.insert(spec.netns.clone(), ip);
         }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod gossip;
+pub mod ingress;
 pub mod inspect;
 pub mod ipam;
 pub mod kernel;
