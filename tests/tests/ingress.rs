@@ -516,3 +516,50 @@ fn removed_task_gets_no_new_connections_and_idle_connections_survive() {
     assert_eq!(echo["echo"], "still-there", "{echo}");
     drop(gone);
 }
+
+#[test]
+fn a_restart_keeps_published_ports_and_established_flows() {
+    let Some(c) = ingress_cluster() else { return };
+    let svc = service("web", Some(30095), Some(30096), "ingress", json!({}));
+    let tasks: Vec<Task> = [(1, "k1"), (2, "k2")]
+        .into_iter()
+        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
+        .collect();
+    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    wait_all_reachable(&c, 30095, &all);
+    let flag = c.dir.join("release-restart-hold");
+    let hold = lb::client_bg(
+        c.client_ns(),
+        None,
+        &[
+            "hold".into(),
+            c.node(3).addr.to_string(),
+            "30095".into(),
+            flag.display().to_string(),
+        ],
+        &c.dir,
+        "restart-hold",
+    )
+    .unwrap();
+    lb::first_line(&hold, 0, std::time::Duration::from_secs(10)).unwrap();
+    c.node(3).restart();
+    // At once after the restart (before any gossip round): still reserved and serving.
+    assert_eq!(
+        try_bind(&c.node(3).netns, 30095),
+        Err("EADDRINUSE".to_string())
+    );
+    let v = tcp(c.client_ns(), c.node(3).addr, 30095, 30).unwrap();
+    assert!(v["errors"].as_object().unwrap().is_empty(), "{v}");
+    wait_all_reachable(&c, 30095, &all);
+    std::fs::write(&flag, "").unwrap();
+    let echo = lb::first_line(&hold, 1, std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(echo["echo"], "still-there", "{echo}");
+    // Still exactly one leg on node 3 (adopted, not re-created).
+    let legs = c
+        .node(3)
+        .endpoints()
+        .into_iter()
+        .filter(|e| e.id == "ingress-sbox")
+        .count();
+    assert_eq!(legs, 1);
+}

@@ -6,7 +6,7 @@
 use super::cmd::{batch, run, with_stdin, Ns};
 use crate::ingress::model::{IngressModel, Published, ReturnPath, Target};
 use crate::lb::maglev;
-use crate::lb::model::Backend;
+use crate::lb::model::{Backend, Proto};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -110,6 +110,32 @@ pub fn present() -> bool {
         .is_ok_and(|out| out.lines().any(|l| l.trim() == format!("table ip {TABLE}")))
 }
 
+/// Published ports the table in the kernel DNATs (`tcp dport N dnat ...` lines).
+pub fn programmed_ports() -> Result<std::collections::BTreeSet<Published>> {
+    let text = run(
+        &Ns::Node,
+        "nft",
+        &["list", "chain", "ip", TABLE, "published"],
+    )?;
+    Ok(parse_programmed(&text))
+}
+
+fn parse_programmed(text: &str) -> std::collections::BTreeSet<Published> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let proto = match w.next()? {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                _ => return None,
+            };
+            (w.next()? == "dport").then_some(())?;
+            let port = w.next()?.parse().ok()?;
+            Some(Published { proto, port })
+        })
+        .collect()
+}
+
 pub fn remove() -> Result<()> {
     if present() {
         run(&Ns::Node, "nft", &["delete", "table", "ip", TABLE])?;
@@ -211,7 +237,6 @@ pub fn apply_return_path(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lb::model::Proto;
 
     #[test]
     fn ruleset_dnats_into_the_maglev_table_and_snats_by_default() {
@@ -238,6 +263,7 @@ mod tests {
         t.preserve_client_ip = true;
         m.ingress.insert(p, t);
         assert!(!ruleset(&m).contains("proto-dst 8080 masquerade"));
+        assert_eq!(parse_programmed(&ruleset(&m)), [p].into());
     }
 
     #[test]

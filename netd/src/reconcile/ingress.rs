@@ -26,16 +26,34 @@ static APPLIED: Mutex<Applied> = Mutex::new(Applied {
 
 /// Failures are logged and retried on the next pass (like the VIP LB): they do not fail the
 /// API call that triggered the pass.
-pub fn reconcile(desired: &DesiredState, view: &ClusterView, full: bool) -> Result<()> {
-    if let Err(e) = sync(desired, view, full) {
+///
+/// `keep_kernel` (right after a start, while gossip catches up): published ports the kernel
+/// has but the model lacks (their tasks are not known again yet) stay programmed and reserved.
+pub fn reconcile(
+    desired: &DesiredState,
+    view: &ClusterView,
+    full: bool,
+    keep_kernel: bool,
+) -> Result<()> {
+    if let Err(e) = sync(desired, view, full, keep_kernel) {
         tracing::warn!(error = %format!("{e:#}"), "published ports");
     }
     Ok(())
 }
 
-fn sync(desired: &DesiredState, view: &ClusterView, full: bool) -> Result<()> {
+fn sync(desired: &DesiredState, view: &ClusterView, full: bool, keep_kernel: bool) -> Result<()> {
     let model = IngressModel::build(desired, view);
     let mut applied = APPLIED.lock().unwrap_or_else(|e| e.into_inner());
+    if keep_kernel && applied.ruleset.is_none() && k::present() {
+        let mut want = model.reserved();
+        let programmed = k::programmed_ports()?;
+        if !programmed.is_subset(&want) {
+            want.extend(programmed);
+            ports::hold(&want);
+            tracing::debug!("published ports: keeping the kernel's table until gossip caught up");
+            return Ok(());
+        }
+    }
     if full && applied.ruleset.is_some() && !k::present() {
         // Drift repair: someone deleted the table.
         applied.ruleset = None;

@@ -199,7 +199,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
             shared, &desired, &view, name, parts, keep_extra,
         ));
         // Published ports have remote backends; nothing else depends on remote endpoints.
-        note(ingress::reconcile(&desired, &view, false));
+        note(ingress::reconcile(&desired, &view, false, keep_extra));
         return first_err.map_or(Ok(()), Err);
     }
     // The overlay legs (sandboxes) and the egress legs (node bridge) touch different links:
@@ -255,6 +255,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
         &desired,
         &view,
         matches!(scope, Scope::All { .. }),
+        keep_extra,
     ));
     match first_err {
         Some(e) => Err(e),
