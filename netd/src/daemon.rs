@@ -40,6 +40,10 @@ impl Daemon {
             .gossip_keys
             .clone()
             .unwrap_or_else(|| cfg.gossip_keys.clone());
+        if desired.endpoints.contains_key(INGRESS_LEG) {
+            // /run/netns is a tmpfs: after a reboot the node's ingress leg needs the name again.
+            crate::ingress::name_node_namespace(&cfg.node_name)?;
+        }
         let initial = initial_gossip_state(&cfg, &desired);
         let gossip = Gossip::start(&cfg, &keys, initial).await?;
         tracing::info!(node = %cfg.node_name, %underlay_dev, underlay_mtu, networks = desired.networks.len(),

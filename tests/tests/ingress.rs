@@ -563,3 +563,35 @@ fn a_restart_keeps_published_ports_and_established_flows() {
         .count();
     assert_eq!(legs, 1);
 }
+
+#[test]
+fn every_node_gets_a_leg_and_deleting_the_ingress_network_removes_it_all() {
+    let Some(c) = ingress_cluster() else { return };
+    let mut legs = BTreeSet::new();
+    for node in &c.nodes {
+        let leg = leg_ip(node);
+        assert!(legs.insert(leg.clone()), "leg addresses repeat: {legs:?}");
+        let addrs = netd_tests::kernel::ipv4_addrs(&node.netns, "netd_ingress").unwrap();
+        assert!(
+            addrs.iter().any(|a| a.starts_with(&format!("{leg}/"))),
+            "{}: {addrs:?}",
+            node.name
+        );
+        assert!(netd_tests::netns::exists(&node.sandbox(INGRESS_VNI)));
+    }
+    // The legs reach each other over the overlay (node 1 to node 3, neither has a task).
+    let leg3: Ipv4Addr = leg_ip(c.node(3)).parse().unwrap();
+    eventually(CONVERGE, "leg to leg", || {
+        netd_tests::checks::pingable(&c.node(1).netns, leg3)
+    });
+    for node in &c.nodes {
+        let (s, b) = node.api("DELETE", "/v1/networks/ingress", None);
+        assert_eq!(s, 204, "{b}");
+        assert!(!node.endpoints().iter().any(|e| e.id == "ingress-sbox"));
+        assert!(!netd_tests::netns::exists(&node.sandbox(INGRESS_VNI)));
+        assert!(netd_tests::kernel::ipv4_addrs(&node.netns, "netd_ingress")
+            .map_or(true, |a| a.is_empty()));
+        let tables = exec_in_ok(&node.netns, &["nft", "list", "tables"]).stdout;
+        assert!(!tables.contains("netd_ingress"), "{}: {tables}", node.name);
+    }
+}

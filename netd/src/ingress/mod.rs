@@ -54,12 +54,18 @@ pub fn validate_port(i: usize, p: &PortSpec, mode: EndpointMode) -> Result<(), A
 /// Interface name of the node's leg on the ingress network, in the node's namespace.
 pub const LEG_IFNAME: &str = "netd_ingress";
 
+/// Names the node's namespace (where netd runs) under /run/netns, for its ingress leg.
+pub fn name_node_namespace(node: &str) -> anyhow::Result<String> {
+    let ns = crate::kernel::ingress::node_netns_name(node);
+    crate::kernel::ingress::name_node_netns(&ns)?;
+    Ok(ns)
+}
+
 /// The node's own endpoint on the ingress network `network` (created when the network is
 /// defined, on every node): a veth from the ingress sandbox's bridge into the node namespace,
 /// which gets the namespace a name first.
 pub fn leg_spec(node: &str, network: &str) -> anyhow::Result<EndpointSpec> {
-    let ns = crate::kernel::ingress::node_netns_name(node);
-    crate::kernel::ingress::name_node_netns(&ns)?;
+    let ns = name_node_namespace(node)?;
     Ok(EndpointSpec {
         network: network.to_string(),
         netns: std::path::Path::new("/run/netns").join(ns),
