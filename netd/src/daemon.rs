@@ -148,6 +148,10 @@ impl Daemon {
             let leg = crate::ingress::leg_spec(&self.shared.cfg.node_name, name)
                 .map_err(|e| ApiError::internal(format!("ingress leg: {e:#}")))?;
             self.attach(INGRESS_LEG, leg).await?;
+        } else if !ingress
+            && (self.desired().endpoints.get(INGRESS_LEG)).is_some_and(|e| e.spec.network == name)
+        {
+            self.detach(INGRESS_LEG).await?; // no longer the ingress network
         }
         Ok((self.network_view(name).expect("just stored"), created))
     }
@@ -391,6 +395,16 @@ impl Daemon {
     }
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<(), ApiError> {
+        if id == INGRESS_LEG {
+            return Err(ApiError::invalid(
+                "id",
+                format!("id: {INGRESS_LEG:?} is the node's ingress leg; it goes with the ingress network"),
+            ));
+        }
+        self.detach(id).await
+    }
+
+    async fn detach(&self, id: &str) -> Result<(), ApiError> {
         let _g = self.ops.lock().await;
         let mut d = self.desired();
         let Some(ep) = d.endpoints.remove(id) else {

@@ -584,6 +584,17 @@ fn every_node_gets_a_leg_and_deleting_the_ingress_network_removes_it_all() {
     eventually(CONVERGE, "leg to leg", || {
         netd_tests::checks::pingable(&c.node(1).netns, leg3)
     });
+    let (s, b) = c.node(1).api("DELETE", "/v1/endpoints/ingress-sbox", None);
+    assert_eq!((s, b["error"]["field"].as_str()), (400, Some("id")), "{b}");
+    // No longer the ingress network (node 3): its leg goes; the other nodes keep theirs.
+    let (s, b) = c.node(3).api(
+        "PUT",
+        "/v1/networks/ingress",
+        Some(&json!({"subnet": INGRESS_SUBNET, "vni": INGRESS_VNI})),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert!(!c.node(3).endpoints().iter().any(|e| e.id == "ingress-sbox"));
+    assert!(!netd_tests::netns::exists(&c.node(3).sandbox(INGRESS_VNI)));
     for node in &c.nodes {
         let (s, b) = node.api("DELETE", "/v1/networks/ingress", None);
         assert_eq!(s, 204, "{b}");
