@@ -17,7 +17,15 @@ const TCP_TARGET: u16 = 8080;
 const UDP_TARGET: u16 = 5353;
 
 fn ingress_cluster() -> Option<Cluster> {
-    let c = Cluster::new(3)?;
+    ingress_cluster_with(&[])
+}
+
+fn ingress_cluster_with(config: &[String]) -> Option<Cluster> {
+    let mut b = Cluster::builder(3);
+    for l in config {
+        b = b.config_line(l);
+    }
+    let c = b.start()?;
     c.create_network(
         "ingress",
         &json!({"subnet": INGRESS_SUBNET, "vni": INGRESS_VNI, "ingress": true}),
@@ -604,5 +612,24 @@ fn every_node_gets_a_leg_and_deleting_the_ingress_network_removes_it_all() {
             .map_or(true, |a| a.is_empty()));
         let tables = exec_in_ok(&node.netns, &["nft", "list", "tables"]).stdout;
         assert!(!tables.contains("netd_ingress"), "{}: {tables}", node.name);
+    }
+}
+
+#[test]
+fn ingress_works_alongside_the_ebpf_vip_load_balancer() {
+    let Some(c) = ingress_cluster_with(&lb::LbKind::Ebpf.config_lines()) else {
+        return;
+    };
+    let _cleanup = lb::LbCleanup::new(&c);
+    let svc = service("web", Some(30097), Some(30098), "ingress", json!({}));
+    let tasks: Vec<Task> = [(1, "e1"), (2, "e2")]
+        .into_iter()
+        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
+        .collect();
+    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    wait_all_reachable(&c, 30097, &all);
+    for node in &c.nodes {
+        let v = tcp(c.client_ns(), node.addr, 30097, 40).unwrap();
+        assert_eq!(tasks_seen(&v), all, "via {}: {v}", node.name);
     }
 }
