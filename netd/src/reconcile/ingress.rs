@@ -17,11 +17,14 @@ struct Applied {
     ruleset: Option<String>,
     /// Return-path ruleset per task namespace.
     returns: BTreeMap<PathBuf, String>,
+    /// Ports that could not be reserved, with their holder (as last logged).
+    unreserved: Vec<(crate::ingress::model::Published, String)>,
 }
 
 static APPLIED: Mutex<Applied> = Mutex::new(Applied {
     ruleset: None,
     returns: BTreeMap::new(),
+    unreserved: Vec::new(),
 });
 
 /// Failures are logged and retried on the next pass (like the VIP LB): they do not fail the
@@ -58,8 +61,13 @@ fn sync(desired: &DesiredState, view: &ClusterView, full: bool, keep_kernel: boo
         // Drift repair: someone deleted the table.
         applied.ruleset = None;
     }
-    for (p, who) in ports::hold(&model.reserved()) {
-        tracing::warn!(port = %p, holder = %who, "published port is held by another process on this node; not reserved");
+    let failed = ports::hold(&model.reserved());
+    if failed != applied.unreserved {
+        // Logged once per change, not on every pass.
+        for (p, who) in &failed {
+            tracing::warn!(port = %p, holder = %who, "published port is held by another process on this node; not reserved");
+        }
+        applied.unreserved = failed;
     }
     let nothing = model.ingress.is_empty() && model.host.is_empty() && model.leg_ifname.is_none();
     if nothing {
