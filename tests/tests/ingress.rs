@@ -314,6 +314,20 @@ fn host_mode_answers_only_where_a_task_runs_with_the_client_ip() {
         );
         assert_eq!(v["errors"]["ECONNREFUSED"], json!(3), "node {n}: {v}");
     }
+    // A task on an internal network only has no egress leg to reach: refused.
+    c.create_network(
+        "inner",
+        &json!({"subnet": "10.234.2.0/24", "vni": 4302, "internal": true}),
+    );
+    let k = c.container();
+    let (s, b) = c
+        .node(1)
+        .try_attach(&k, "inner", "eth0", Some(json!({"service": svc})));
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("service.ports[0].publish_mode")),
+        "{b}"
+    );
     drop(task);
 }
 

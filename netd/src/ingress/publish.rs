@@ -19,6 +19,12 @@ pub fn prepare(
     let on_ingress = desired
         .ingress_network()
         .is_some_and(|(n, _)| *n == spec.network);
+    // Host mode reaches the task through its egress leg on the node bridge.
+    let has_egress = desired
+        .networks
+        .get(&spec.network)
+        .is_some_and(|n| !n.internal)
+        || desired.egress.contains_key(&spec.netns);
     let Some(svc) = spec.service.as_mut() else {
         return Ok(());
     };
@@ -32,6 +38,12 @@ pub fn prepare(
         };
         if !counts {
             continue; // an ingress port on a non-ingress network only serves the VIP
+        }
+        if p.publish_mode == PublishMode::Host && !has_egress {
+            return Err(ApiError::invalid(
+                format!("service.ports[{i}].publish_mode"),
+                "publish_mode: host needs the task on a non-internal network (the node reaches it through its egress leg)",
+            ));
         }
         let proto = proto_of(p.protocol);
         if p.published_port.is_none() {
