@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(iproute2 nftables tcpdump iperf3 iputils-ping curl jq util-linux procps psmisc dnsutils dnsmasq-base
       ca-certificates build-essential pkg-config python3
       podman runc containernetworking-plugins busybox-static iptables
-      clang libbpf-dev bpftool)
+      clang libbpf-dev bpftool conntrack)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

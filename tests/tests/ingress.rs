@@ -647,3 +647,59 @@ fn ingress_works_alongside_the_ebpf_vip_load_balancer() {
         assert_eq!(tasks_seen(&v), all, "via {}: {v}", node.name);
     }
 }
+
+#[test]
+fn a_udp_flow_pinned_to_a_removed_task_moves_to_a_live_one() {
+    let Some(c) = ingress_cluster() else { return };
+    let svc = service("dns", Some(30093), Some(30094), "ingress", json!({}));
+    let mut tasks: Vec<Task> = [(1, "u1"), (2, "u2"), (3, "u3")]
+        .into_iter()
+        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
+        .collect();
+    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    wait_all_reachable(&c, 30093, &all);
+    // One UDP socket sending every 50 ms through node 1: always the same flow.
+    let flag = c.dir.join("release-udphold");
+    let hold = lb::client_bg(
+        c.client_ns(),
+        None,
+        &[
+            "udphold".into(),
+            c.node(1).addr.to_string(),
+            "30094".into(),
+            flag.display().to_string(),
+        ],
+        &c.dir,
+        "udphold",
+    )
+    .unwrap();
+    let first = lb::first_line(&hold, 0, std::time::Duration::from_secs(10)).unwrap();
+    let pinned = first["backend"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let idx = tasks.iter().position(|t| t.name == pinned).unwrap();
+    let gone = tasks.remove(idx);
+    let (s, _) = c.node(gone.node).api(
+        "DELETE",
+        &format!("/v1/endpoints/{}", gone.container.endpoint_id("eth0")),
+        None,
+    );
+    assert_eq!(s, 204);
+    // The same socket (no reconnect) is answered by a live task again.
+    let next = lb::first_line(&hold, 1, CONVERGE).unwrap();
+    let now = next["backend"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(now != pinned && all.contains(&now), "{next}");
+    assert_eq!(next["reconnects"], json!(0), "{next}");
+    std::fs::write(&flag, "").unwrap();
+    drop(gone);
+}

@@ -35,6 +35,8 @@ pub struct Target {
     pub service_id: String,
     /// Enabled tasks (drained and removed ones get no new flows), sorted: the Maglev input.
     pub backends: BTreeSet<Backend>,
+    /// Drained tasks: no new flows, established ones continue.
+    pub drained: BTreeSet<Backend>,
     /// Ingress mode only: no SNAT, replies return through the ingress node.
     pub preserve_client_ip: bool,
 }
@@ -162,11 +164,14 @@ impl IngressModel {
                     ..Target::default()
                 });
                 t.preserve_client_ip |= c.preserve;
-                if !disabled {
-                    t.backends.insert(Backend {
-                        ip: *ip,
-                        port: c.target_port,
-                    });
+                let b = Backend {
+                    ip: *ip,
+                    port: c.target_port,
+                };
+                if *disabled {
+                    t.drained.insert(b);
+                } else {
+                    t.backends.insert(b);
                 }
             }
         }
@@ -191,14 +196,28 @@ impl IngressModel {
                 if t.service_id != svc.id {
                     continue;
                 }
-                if !e.service_disabled {
-                    t.backends.insert(Backend {
-                        ip: *addr,
-                        port: c.target_port,
-                    });
+                let b = Backend {
+                    ip: *addr,
+                    port: c.target_port,
+                };
+                if e.service_disabled {
+                    t.drained.insert(b);
+                } else {
+                    t.backends.insert(b);
                 }
             }
         }
+    }
+
+    /// UDP backends (enabled or drained) of every published port: a flow pinned to one that
+    /// leaves this set would go on into a black hole.
+    pub fn udp_backends(&self) -> BTreeSet<Backend> {
+        self.ingress
+            .iter()
+            .chain(&self.host)
+            .filter(|(p, _)| p.proto == Proto::Udp)
+            .flat_map(|(_, t)| t.backends.iter().chain(&t.drained).copied())
+            .collect()
     }
 
     /// Every port this node must hold.

@@ -6,9 +6,10 @@
 use crate::gossip::ClusterView;
 use crate::ingress::{model::IngressModel, ports};
 use crate::kernel::ingress as k;
+use crate::lb::model::Backend;
 use crate::state::DesiredState;
 use anyhow::Result;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -19,12 +20,15 @@ struct Applied {
     returns: BTreeMap<PathBuf, String>,
     /// Ports that could not be reserved, with their holder (as last logged).
     unreserved: Vec<(crate::ingress::model::Published, String)>,
+    /// UDP backends of the last pass (a removed one gets its flows forgotten).
+    udp_backends: BTreeSet<Backend>,
 }
 
 static APPLIED: Mutex<Applied> = Mutex::new(Applied {
     ruleset: None,
     returns: BTreeMap::new(),
     unreserved: Vec::new(),
+    udp_backends: BTreeSet::new(),
 });
 
 /// Failures are logged and retried on the next pass (like the VIP LB): they do not fail the
@@ -87,6 +91,14 @@ fn sync(desired: &DesiredState, view: &ClusterView, full: bool, keep_kernel: boo
             applied.ruleset = Some(rs);
         }
     }
+    let udp = model.udp_backends();
+    for gone in applied.udp_backends.difference(&udp) {
+        // conntrack exits non-zero when there was nothing to forget.
+        if let Err(e) = k::forget_udp_flows(gone) {
+            tracing::debug!(backend = ?gone, error = %format!("{e:#}"), "forgetting UDP flows");
+        }
+    }
+    applied.udp_backends = udp;
     // Localhost clients leave through the leg (ingress) or the node bridge (host mode).
     if let Some(leg) = &model.leg_ifname {
         if std::path::Path::new("/proc/sys/net/ipv4/conf")
