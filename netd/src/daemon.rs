@@ -10,7 +10,7 @@ use crate::gossip::{keyring::MAX_KEYS, Gossip};
 use crate::ipam;
 use crate::kernel::link;
 use crate::reconcile::{NodeFacts, Reconciler, Scope, Shared};
-use crate::state::{store::Store, DesiredState, LocalEndpoint};
+use crate::state::{store::Store, DesiredState, LocalEndpoint, INGRESS_LEG};
 use crate::validate;
 use anyhow::{Context, Result};
 use std::collections::HashSet;
@@ -40,6 +40,10 @@ impl Daemon {
             .gossip_keys
             .clone()
             .unwrap_or_else(|| cfg.gossip_keys.clone());
+        if desired.endpoints.contains_key(INGRESS_LEG) {
+            // /run/netns is a tmpfs: after a reboot the node's ingress leg needs the name again.
+            crate::ingress::name_node_namespace(&cfg.node_name)?;
+        }
         let initial = initial_gossip_state(&cfg, &desired);
         let gossip = Gossip::start(&cfg, &keys, initial).await?;
         tracing::info!(node = %cfg.node_name, %underlay_dev, underlay_mtu, networks = desired.networks.len(),
@@ -131,6 +135,7 @@ impl Daemon {
         let mut d = self.desired();
         validate::network(&d, name, &spec)?;
         let created = !d.networks.contains_key(name);
+        let ingress = spec.ingress;
         if d.networks.get(name) != Some(&spec) {
             d.networks.insert(name.to_string(), spec);
             self.commit(d)?;
@@ -145,6 +150,16 @@ impl Daemon {
             };
             self.shared.events.emit(kind, Some(name), name, "");
         }
+        drop(_g);
+        if ingress && !self.desired().endpoints.contains_key(INGRESS_LEG) {
+            let leg = crate::ingress::leg_spec(&self.shared.cfg.node_name, name)
+                .map_err(|e| ApiError::internal(format!("ingress leg: {e:#}")))?;
+            self.attach(INGRESS_LEG, leg).await?;
+        } else if !ingress
+            && (self.desired().endpoints.get(INGRESS_LEG)).is_some_and(|e| e.spec.network == name)
+        {
+            self.detach(INGRESS_LEG).await?; // no longer the ingress network
+        }
         Ok((self.network_view(name).expect("just stored"), created))
     }
 
@@ -155,10 +170,11 @@ impl Daemon {
             return Ok(());
         }
         let eps: Vec<String> = d.endpoints_on(name).map(|(id, _)| id.clone()).collect();
-        if !eps.is_empty() && !force {
+        let containers = eps.iter().filter(|id| *id != INGRESS_LEG).count();
+        if containers > 0 && !force {
             return Err(ApiError::conflict(
                 "name",
-                format!("network {name:?} still has {} endpoint(s); delete them first or use ?force=true", eps.len()),
+                format!("network {name:?} still has {containers} endpoint(s); delete them first or use ?force=true"),
             ));
         }
         for id in &eps {
@@ -257,10 +273,31 @@ impl Daemon {
         id: &str,
         spec: EndpointSpec,
     ) -> Result<(EndpointView, bool), ApiError> {
+        if id == INGRESS_LEG {
+            return Err(ApiError::invalid(
+                "id",
+                format!("id: {INGRESS_LEG:?} is reserved for the node's ingress leg"),
+            ));
+        }
+        self.attach(id, spec).await
+    }
+
+    async fn attach(
+        &self,
+        id: &str,
+        mut spec: EndpointSpec,
+    ) -> Result<(EndpointView, bool), ApiError> {
         let started = Instant::now();
         let _g = self.ops.lock().await;
         let mut d = self.desired();
         validate::endpoint(&d, id, &spec)?;
+        match d.endpoints.get(id) {
+            Some(existing) => crate::ingress::publish::same_numbers(&existing.spec, &mut spec),
+            None => {
+                let view = self.shared.view.read().expect("view lock").clone();
+                crate::ingress::publish::prepare(&d, &view, &mut spec)?;
+            }
+        }
         if let Some(existing) = d.endpoints.get(id) {
             let same = EndpointSpec {
                 ip: spec.ip.or(Some(existing.ip)),
@@ -332,7 +369,7 @@ impl Daemon {
         };
         let before = d.clone();
         d.endpoints.insert(id.to_string(), ep.clone());
-        if !net.internal && !d.egress.contains_key(&spec.netns) {
+        if !net.internal && id != INGRESS_LEG && !d.egress.contains_key(&spec.netns) {
             let ip = self.allocate_egress(&d)?;
             d.egress.insert(spec.netns.clone(), ip);
         }
@@ -389,6 +426,16 @@ impl Daemon {
     }
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<(), ApiError> {
+        if id == INGRESS_LEG {
+            return Err(ApiError::invalid(
+                "id",
+                format!("id: {INGRESS_LEG:?} is the node's ingress leg; it goes with the ingress network"),
+            ));
+        }
+        self.detach(id).await
+    }
+
+    async fn detach(&self, id: &str) -> Result<(), ApiError> {
         let _g = self.ops.lock().await;
         let mut d = self.desired();
         let Some(ep) = d.endpoints.remove(id) else {

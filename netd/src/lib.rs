@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dns;
 pub mod events;
 pub mod gossip;
+pub mod ingress;
 pub mod inspect;
 pub mod ipam;
 pub mod kernel;

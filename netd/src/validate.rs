@@ -95,6 +95,12 @@ pub fn network(state: &DesiredState, name_: &str, spec: &NetworkSpec) -> Result<
         if other == name_ {
             continue;
         }
+        if spec.ingress && o.ingress {
+            return Err(ApiError::conflict(
+                "ingress",
+                format!("ingress: network {other:?} is already the ingress network (at most one)"),
+            ));
+        }
         if o.vni == spec.vni {
             return Err(ApiError::conflict(
                 "vni",
@@ -189,6 +195,7 @@ pub fn endpoint(state: &DesiredState, id: &str, spec: &EndpointSpec) -> Result<(
                     "target_port: must be 1-65535",
                 ));
             }
+            crate::ingress::validate_port(i, p, svc.endpoint_mode)?;
         }
     }
     // Same container interface used by another endpoint?
@@ -247,6 +254,7 @@ mod tests {
             attachable: true,
             mtu: None,
             labels: Default::default(),
+            ingress: false,
         }
     }
 

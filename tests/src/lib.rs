@@ -20,6 +20,7 @@ pub mod cni;
 pub mod dns;
 pub mod fixtures;
 pub mod http;
+pub mod ingress;
 pub mod inspect;
 pub mod kernel;
 pub mod lb;

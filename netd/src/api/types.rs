@@ -27,6 +27,10 @@ pub struct NetworkSpec {
     pub mtu: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The ingress network (Docker's `ingress`): at most one; carries published ports between
+    /// nodes, and every node gets a leg on it (see `crate::ingress`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ingress: bool,
 }
 
 /// A network as netd reports it: the spec plus what netd derived.
@@ -79,6 +83,10 @@ pub struct PortSpec {
     pub published_port: Option<u16>,
     #[serde(default)]
     pub publish_mode: PublishMode,
+    /// Ingress mode: the task sees the client's address (no SNAT), also when the connection
+    /// entered the cluster on another node; replies are routed back through that node.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_client_ip: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

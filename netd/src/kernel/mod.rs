@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod conntrack;
 pub mod dns;
 pub mod egress;
+pub mod ingress;
 pub mod link;
 pub mod neigh;
 pub mod netns;

@@ -99,6 +99,7 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
                 target_port: 80,
                 published_port: None,
                 publish_mode: PublishMode::Ingress,
+                preserve_client_ip: false,
             }],
             endpoint_mode: EndpointMode::Vip,
         };

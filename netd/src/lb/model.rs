@@ -106,7 +106,7 @@ impl LbModel {
             }
             m.add(network, ip, svc, disabled);
         }
-        for e in desired.endpoints.values() {
+        for (_, e) in desired.containers() {
             m.clients
                 .entry(e.spec.netns.clone())
                 .or_default()
@@ -257,6 +257,7 @@ mod tests {
                 target_port: 80,
                 published_port: None,
                 publish_mode: PublishMode::Ingress,
+                preserve_client_ip: false,
             }],
             endpoint_mode: mode,
         }

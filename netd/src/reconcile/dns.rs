@@ -9,9 +9,8 @@ use std::path::PathBuf;
 
 pub fn reconcile(shared: &Shared, desired: &DesiredState) -> Result<()> {
     let want: BTreeSet<PathBuf> = desired
-        .endpoints
-        .values()
-        .map(|e| e.spec.netns.clone())
+        .containers()
+        .map(|(_, e)| e.spec.netns.clone())
         .collect();
     let have = shared.dns.served();
     let mut errors = Vec::new();

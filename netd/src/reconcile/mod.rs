@@ -4,6 +4,7 @@
 
 mod dns;
 mod egress;
+mod ingress;
 mod lb;
 mod network;
 
@@ -204,7 +205,8 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
         note(network::reconcile(
             shared, &desired, &view, name, parts, keep_extra,
         ));
-        // Nothing else depends on remote endpoints: no sweep, no legs.
+        // Published ports have remote backends; nothing else depends on remote endpoints.
+        note(ingress::reconcile(&desired, &view, false, keep_extra));
         return first_err.map_or(Ok(()), Err);
     }
     // The overlay legs (sandboxes) and the egress legs (node bridge) touch different links:
@@ -257,6 +259,13 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
     note(network::sweep_sandboxes(shared, &desired));
     note(lb::reconcile_devices(shared, &desired));
     note(dns::reconcile(shared, &desired));
+    // After the networks' pass: the node's ingress leg exists.
+    note(ingress::reconcile(
+        &desired,
+        &view,
+        matches!(scope, Scope::All { .. }),
+        keep_extra,
+    ));
     match first_err {
         Some(e) => Err(e),
         None => Ok(()),

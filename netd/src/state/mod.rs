@@ -9,6 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+/// Id of the node's own endpoint on the ingress network (its "ingress sandbox" leg, in the
+/// node's namespace); reserved, created by netd (see `crate::ingress`).
+pub const INGRESS_LEG: &str = "ingress-sbox";
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DesiredState {
     #[serde(default)]
@@ -49,7 +53,9 @@ impl DesiredState {
     /// non-internal network.
     pub fn egress_netns(&self) -> BTreeSet<PathBuf> {
         self.endpoints
-            .values()
+            .iter()
+            .filter(|(id, _)| id.as_str() != INGRESS_LEG)
+            .map(|(_, e)| e)
             .filter(|e| {
                 self.networks
                     .get(&e.spec.network)
@@ -57,5 +63,17 @@ impl DesiredState {
             })
             .map(|e| e.spec.netns.clone())
             .collect()
+    }
+
+    /// The ingress network, if one is defined.
+    pub fn ingress_network(&self) -> Option<(&String, &NetworkSpec)> {
+        self.networks.iter().find(|(_, n)| n.ingress)
+    }
+
+    /// Container endpoints (the node's own ingress leg left out).
+    pub fn containers(&self) -> impl Iterator<Item = (&String, &LocalEndpoint)> + '_ {
+        self.endpoints
+            .iter()
+            .filter(|(id, _)| id.as_str() != INGRESS_LEG)
     }
 }

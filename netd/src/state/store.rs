@@ -70,6 +70,7 @@ mod tests {
                 attachable: true,
                 mtu: None,
                 labels: Default::default(),
+                ingress: false,
             },
         );
         store.save(&s).unwrap();

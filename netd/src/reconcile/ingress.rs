@@ -1,0 +1,137 @@
+//! Published ports, from the desired state and the cluster view (see `crate::ingress`): the
+//! node's nftables table, its port reservations and the return paths in local tasks. Runs on
+//! every pass, gossip-driven ones included (remote tasks are backends); reloads the table only
+//! when its text changes (one nft transaction: established flows keep their conntrack entries).
+
+use crate::gossip::ClusterView;
+use crate::ingress::{model::IngressModel, ports};
+use crate::kernel::ingress as k;
+use crate::lb::model::Backend;
+use crate::state::DesiredState;
+use anyhow::Result;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Applied {
+    ruleset: Option<String>,
+    /// Return-path ruleset per task namespace.
+    returns: BTreeMap<PathBuf, String>,
+    /// Ports that could not be reserved, with their holder (as last logged).
+    unreserved: Vec<(crate::ingress::model::Published, String)>,
+    /// UDP backends of the last pass (a removed one gets its flows forgotten).
+    udp_backends: BTreeSet<Backend>,
+}
+
+static APPLIED: Mutex<Applied> = Mutex::new(Applied {
+    ruleset: None,
+    returns: BTreeMap::new(),
+    unreserved: Vec::new(),
+    udp_backends: BTreeSet::new(),
+});
+
+/// Failures are logged and retried on the next pass (like the VIP LB): they do not fail the
+/// API call that triggered the pass.
+///
+/// `keep_kernel` (right after a start, while gossip catches up): published ports the kernel
+/// has but the model lacks (their tasks are not known again yet) stay programmed and reserved.
+pub fn reconcile(
+    desired: &DesiredState,
+    view: &ClusterView,
+    full: bool,
+    keep_kernel: bool,
+) -> Result<()> {
+    if let Err(e) = sync(desired, view, full, keep_kernel) {
+        tracing::warn!(error = %format!("{e:#}"), "published ports");
+    }
+    Ok(())
+}
+
+fn sync(desired: &DesiredState, view: &ClusterView, full: bool, keep_kernel: bool) -> Result<()> {
+    let model = IngressModel::build(desired, view);
+    let mut applied = APPLIED.lock().unwrap_or_else(|e| e.into_inner());
+    if keep_kernel && applied.ruleset.is_none() && k::present() {
+        let mut want = model.reserved();
+        let programmed = k::programmed_ports()?;
+        if !programmed.is_subset(&want) {
+            want.extend(programmed);
+            ports::hold(&want);
+            tracing::debug!("published ports: keeping the kernel's table until gossip caught up");
+            return Ok(());
+        }
+    }
+    if full && applied.ruleset.is_some() && !k::present() {
+        // Drift repair: someone deleted the table.
+        applied.ruleset = None;
+    }
+    let failed = ports::hold(&model.reserved());
+    if failed != applied.unreserved {
+        // Logged once per change, not on every pass.
+        for (p, who) in &failed {
+            tracing::warn!(port = %p, holder = %who, "published port is held by another process on this node; not reserved");
+        }
+        applied.unreserved = failed;
+    }
+    let nothing = model.ingress.is_empty() && model.host.is_empty() && model.leg_ifname.is_none();
+    if nothing {
+        if applied.ruleset.is_some() || full {
+            k::remove()?;
+            applied.ruleset = None;
+        }
+    } else {
+        let rs = k::ruleset(&model);
+        if applied.ruleset.as_deref() != Some(rs.as_str()) {
+            k::apply(&rs)?;
+            tracing::debug!(
+                ingress = model.ingress.len(),
+                host = model.host.len(),
+                "published ports programmed"
+            );
+            applied.ruleset = Some(rs);
+        }
+    }
+    let udp = model.udp_backends();
+    for gone in applied.udp_backends.difference(&udp) {
+        // conntrack exits non-zero when there was nothing to forget.
+        if let Err(e) = k::forget_udp_flows(gone) {
+            tracing::debug!(backend = ?gone, error = %format!("{e:#}"), "forgetting UDP flows");
+        }
+    }
+    applied.udp_backends = udp;
+    // Localhost clients leave through the leg (ingress) or the node bridge (host mode).
+    if let Some(leg) = &model.leg_ifname {
+        if std::path::Path::new("/proc/sys/net/ipv4/conf")
+            .join(leg)
+            .exists()
+        {
+            k::allow_localnet(leg)?;
+        }
+    }
+    if !model.host.is_empty() {
+        k::allow_localnet(crate::kernel::egress::BRIDGE)?;
+    }
+    let mut errors = Vec::new();
+    let mut keep = BTreeMap::new();
+    for rp in &model.return_paths {
+        let text = format!(
+            "{}{:?}{:?}",
+            k::return_path_ruleset(&rp.ifname, &model.legs),
+            rp.udp_ports,
+            model.leg_ip
+        );
+        if applied.returns.get(&rp.netns) != Some(&text) {
+            if let Err(e) = k::apply_return_path(rp, model.leg_ip, &model.legs) {
+                errors.push(format!("{e:#}"));
+                continue;
+            }
+        }
+        keep.insert(rp.netns.clone(), text);
+    }
+    applied.returns = keep;
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", errors.join("; "))
+    }
+}
