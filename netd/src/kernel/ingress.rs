@@ -136,27 +136,6 @@ fn parse_programmed(text: &str) -> std::collections::BTreeSet<Published> {
         .collect()
 }
 
-/// Deletes the conntrack entries of UDP flows answered by `b` (a removed task): their next
-/// datagram is a new flow and picks a live task. (TCP flows to a removed task end by
-/// themselves; UDP ones would stay pinned as long as the client keeps sending.)
-pub fn forget_udp_flows(b: &Backend) -> Result<()> {
-    let (ip, port) = (b.ip.to_string(), b.port.to_string());
-    run(
-        &Ns::Node,
-        "conntrack",
-        &[
-            "-D",
-            "-p",
-            "udp",
-            "--reply-src",
-            &ip,
-            "--reply-port-src",
-            &port,
-        ],
-    )
-    .map(|_| ())
-}
-
 pub fn remove() -> Result<()> {
     if present() {
         run(&Ns::Node, "nft", &["delete", "table", "ip", TABLE])?;

@@ -170,7 +170,7 @@ fn forget_removed_udp(
     new: &BTreeMap<Frontend, Service>,
 ) -> Result<()> {
     for (fe, backend) in removed_udp(old, new) {
-        conntrack::forget_udp_flows(ns, fe.vip, fe.port, backend)?;
+        conntrack::forget_udp_flows_via(ns, fe.vip, fe.port, backend)?;
     }
     Ok(())
 }

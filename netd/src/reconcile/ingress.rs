@@ -5,6 +5,8 @@
 
 use crate::gossip::ClusterView;
 use crate::ingress::{model::IngressModel, ports};
+use crate::kernel::cmd::Ns;
+use crate::kernel::conntrack;
 use crate::kernel::ingress as k;
 use crate::lb::model::Backend;
 use crate::state::DesiredState;
@@ -93,9 +95,10 @@ fn sync(desired: &DesiredState, view: &ClusterView, full: bool, keep_kernel: boo
     }
     let udp = model.udp_backends();
     for gone in applied.udp_backends.difference(&udp) {
-        // conntrack exits non-zero when there was nothing to forget.
-        if let Err(e) = k::forget_udp_flows(gone) {
-            tracing::debug!(backend = ?gone, error = %format!("{e:#}"), "forgetting UDP flows");
+        // A removed task: its UDP flows would stay pinned to it while the client keeps sending
+        // (TCP flows to it end by themselves).
+        if let Err(e) = conntrack::forget_udp_flows_to(&Ns::Node, gone.ip, gone.port) {
+            tracing::warn!(backend = ?gone, error = %format!("{e:#}"), "forgetting UDP flows");
         }
     }
     applied.udp_backends = udp;
