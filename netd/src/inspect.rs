@@ -12,10 +12,14 @@ use std::path::Path;
 pub enum What {
     /// One overlay network: endpoints, peers, FDB/neighbor entries in the kernel, and drift.
     Network { name: String },
+    /// Encryption: key tags, SPIs, XFRM states/policies per peer with counters, sequence
+    /// headroom, fail-closed drop rules.
+    Crypto,
 }
 
 pub fn run(socket: &Path, as_json: bool, what: Option<What>) -> i32 {
     let r = match what {
+        Some(What::Crypto) => return crate::inspect_crypto::run(socket, as_json),
         None => summary(socket),
         Some(What::Network { name }) => network(socket, &name),
     };

@@ -67,12 +67,6 @@ pub fn network(state: &DesiredState, name_: &str, spec: &NetworkSpec) -> Result<
             ));
         }
     }
-    if spec.encrypted {
-        return Err(ApiError::invalid(
-            "encrypted",
-            "encrypted: IPsec encryption of overlay networks is not implemented by this netd yet; refusing rather than carrying traffic in clear",
-        ));
-    }
     if let Some(existing) = state.networks.get(name_) {
         if existing != spec {
             // Redefinition is allowed only when no local endpoint depends on what changes.

@@ -39,6 +39,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
         )
         .route("/v1/remote-endpoints", get(remote_endpoints))
         .route("/v1/cluster/keys", put(put_keys))
+        .route("/v1/cluster/encryption-keys", put(put_encryption_keys))
+        .route("/v1/encryption", get(encryption))
         .fallback(not_found)
         .with_state(d)
 }
@@ -143,4 +145,13 @@ async fn remote_endpoints(State(d): D) -> Response {
 async fn put_keys(State(d): D, body: Bytes) -> Result<StatusCode, ApiError> {
     d.set_gossip_keys(parse_body(&body)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn put_encryption_keys(State(d): D, body: Bytes) -> Result<StatusCode, ApiError> {
+    d.set_encryption_keys(parse_body(&body)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn encryption(State(d): D) -> Result<Response, ApiError> {
+    Ok(Json(d.encryption_view()?).into_response())
 }

@@ -6,6 +6,8 @@
 pub mod cmd;
 pub mod dns;
 pub mod egress;
+pub mod espfw;
 pub mod link;
 pub mod neigh;
 pub mod netns;
+pub mod xfrm;
