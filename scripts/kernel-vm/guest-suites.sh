@@ -2,11 +2,16 @@
 # Runs inside the VM (see tier.sh): test binaries built on the host, each with optional exact
 # test names. usage: guest-suites.sh BINARY[:TEST[,TEST...]]...
 # Prints cargo's own "test result:" line per binary; exits non-zero if any failed.
+# VM_BUDGET (seconds of guest uptime, optional): a suite is not started with less than
+# VM_MIN_LEFT (120) seconds left; it is reported as skipped, with the reason. A suite that
+# runs out of time is killed and counts as failed.
 set -uo pipefail
+up() { cut -d' ' -f1 /proc/uptime | cut -d. -f1; }
 echo "== kernel $(uname -r): $(nproc) vCPU, $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB"
 # Modules the suites need; the rest (nft, gcm, seqiv...) the kernel loads on demand.
 modprobe -a esp4 xfrm_user vxlan veth bridge 2>&1 | sed 's/^/modprobe: /'
 export NETD_TESTS_TIME_SCALE=${NETD_TESTS_TIME_SCALE:-8}
+BUDGET=${VM_BUDGET:-100000} MIN_LEFT=${VM_MIN_LEFT:-120}
 rc=0
 for spec in "$@"; do
   bin=${spec%%:*}
@@ -15,8 +20,21 @@ for spec in "$@"; do
     IFS=, read -ra tests <<< "${spec#*:}"
     args+=(--exact "${tests[@]}")
   fi
-  echo "== $(basename "$bin") ${args[*]:1} ($(cut -d' ' -f1 /proc/uptime)s)"
-  "$bin" "${args[@]}" || rc=1
+  name=$(basename "$bin"); name=${name%-*}
+  left=$(( BUDGET - $(up) ))
+  if [ "$left" -lt "$MIN_LEFT" ]; then
+    n=$("$bin" "${args[@]:1}" --list 2>/dev/null | grep -c ': test$')
+    echo "== $name: SKIPPED, VM time budget spent (${left}s left)"
+    echo "test result: ok. 0 passed; 0 failed; $n ignored; (suite $name skipped: VM time budget)"
+    continue
+  fi
+  echo "== $name ${args[*]:1} ($(up)s uptime, ${left}s left)"
+  timeout -k 5 "$left" "$bin" "${args[@]}"
+  s=$?
+  if [ "$s" -ne 0 ]; then
+    rc=1
+    [ "$s" -ne 124 ] || echo "== $name: killed, out of VM time (counts as failed)"
+  fi
 done
-echo "== guest done ($(cut -d' ' -f1 /proc/uptime)s)"
+echo "== guest done ($(up)s)"
 exit $rc
