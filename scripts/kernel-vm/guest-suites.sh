@@ -15,7 +15,7 @@ BUDGET=${VM_BUDGET:-100000} MIN_LEFT=${VM_MIN_LEFT:-120}
 rc=0
 for spec in "$@"; do
   bin=${spec%%:*}
-  args=(--test-threads=1)
+  args=(--test-threads=1 --nocapture)
   if [[ $spec == *:* ]]; then
     IFS=, read -ra tests <<< "${spec#*:}"
     args+=(--exact "${tests[@]}")
@@ -23,17 +23,20 @@ for spec in "$@"; do
   name=$(basename "$bin"); name=${name%-*}
   left=$(( BUDGET - $(up) ))
   if [ "$left" -lt "$MIN_LEFT" ]; then
-    n=$("$bin" "${args[@]:1}" --list 2>/dev/null | grep -c ': test$')
+    n=$("$bin" "${args[@]:2}" --list 2>/dev/null | grep -c ': test$')
     echo "== $name: SKIPPED, VM time budget spent (${left}s left)"
     echo "test result: ok. 0 passed; 0 failed; $n ignored; (suite $name skipped: VM time budget)"
     continue
   fi
-  echo "== $name ${args[*]:1} ($(up)s uptime, ${left}s left)"
+  echo "== $name ${args[*]:2} ($(up)s uptime, ${left}s left)"
   timeout -k 5 "$left" "$bin" "${args[@]}"
   s=$?
   if [ "$s" -ne 0 ]; then
     rc=1
-    [ "$s" -ne 124 ] || echo "== $name: killed, out of VM time (counts as failed)"
+    if [ "$s" -eq 124 ]; then
+      echo "== $name: killed, out of VM time (counts as failed)"
+      echo "test result: FAILED. 0 passed; 1 failed; 0 ignored; (suite $name killed: VM time budget)"
+    fi
   fi
 done
 echo "== guest done ($(up)s)"
