@@ -106,7 +106,7 @@ done
 wait "$ROTATOR"
 read -r t0 t1 < "$DIR/rot-times"
 sleep 1; kill -INT "$PING"; wait "$PING" || true
-ROT=$(jq -s -c '[map(.[0]) | add, map(.[1]) | add]' "$DIR/rot-udp.txt")
+ROT=$(jq -s -c '[(map(.[0]) | add), (map(.[1]) | add)]' "$DIR/rot-udp.txt")
 # echoes of the last half second may still be in flight when ping is stopped
 PING_LOST=$(grep -o 'icmp_seq=[0-9]*' "$DIR/rot-ping.txt" | cut -d= -f2 | sort -n | awk '
   {seen[$1]=1; if ($1>max) max=$1} END {n=max-50; l=0; for (i=1;i<=n;i++) if (!(i in seen)) l++; printf "%d of %d", l, n}')
