@@ -25,7 +25,7 @@ pub struct Daemon {
     pub reconciler: Reconciler,
     store: Store,
     /// Serializes mutating operations (allocation, persistence, reconcile).
-    ops: Mutex<()>,
+    pub(crate) ops: Mutex<()>,
 }
 
 pub const DNS_NAMESERVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -89,12 +89,12 @@ impl Daemon {
         }))
     }
 
-    fn desired(&self) -> DesiredState {
+    pub(crate) fn desired(&self) -> DesiredState {
         self.shared.desired.read().expect("desired lock").clone()
     }
 
     /// Persists `next` and makes it the desired state.
-    fn commit(&self, next: DesiredState) -> Result<(), ApiError> {
+    pub(crate) fn commit(&self, next: DesiredState) -> Result<(), ApiError> {
         self.store
             .save(&next)
             .map_err(|e| ApiError::internal(format!("persisting state: {e:#}")))?;
@@ -112,7 +112,7 @@ impl Daemon {
         Some(NetworkView {
             name: name.to_string(),
             effective_gateway: validate::spec_gateway(&spec),
-            effective_mtu: self.shared.network_mtu(spec.mtu),
+            effective_mtu: self.shared.network_mtu(spec.mtu, spec.encrypted),
             sandbox: self.shared.cfg.sandbox_name(spec.vni),
             local_endpoints: d.endpoints_on(name).count(),
             remote_endpoints: view.endpoints_on(name).count(),
@@ -134,6 +134,9 @@ impl Daemon {
         let _g = self.ops.lock().await;
         let mut d = self.desired();
         validate::network(&d, name, &spec)?;
+        if spec.encrypted {
+            crate::crypto::support::require()?;
+        }
         let created = !d.networks.contains_key(name);
         let ingress = spec.ingress;
         if d.networks.get(name) != Some(&spec) {
@@ -245,7 +248,7 @@ impl Daemon {
             ip: ep.ip,
             mac: ep.mac.clone(),
             gateway,
-            mtu: self.shared.network_mtu(net.mtu),
+            mtu: self.shared.network_mtu(net.mtu, net.encrypted),
             routes,
             dns: DnsConfig {
                 nameservers: vec![DNS_NAMESERVER],

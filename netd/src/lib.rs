@@ -4,6 +4,7 @@ pub mod api;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod crypto;
 pub mod daemon;
 pub mod dns;
 pub mod events;

@@ -67,16 +67,17 @@ pub fn network(state: &DesiredState, name_: &str, spec: &NetworkSpec) -> Result<
             ));
         }
     }
-    if spec.encrypted {
-        return Err(ApiError::invalid(
-            "encrypted",
-            "encrypted: IPsec encryption of overlay networks is not implemented by this netd yet; refusing rather than carrying traffic in clear",
-        ));
-    }
     if let Some(existing) = state.networks.get(name_) {
         if existing != spec {
             // Redefinition is allowed only when no local endpoint depends on what changes.
             let in_use = state.endpoints_on(name_).next().is_some();
+            if in_use && existing.encrypted != spec.encrypted {
+                // The MTU handed to its containers depends on it (ESP overhead).
+                return Err(ApiError::conflict(
+                    "encrypted",
+                    format!("network {name_:?} has endpoints; encrypted cannot change"),
+                ));
+            }
             if in_use
                 && (existing.subnet != spec.subnet
                     || existing.vni != spec.vni
@@ -299,6 +300,30 @@ mod tests {
         );
         // idempotent re-PUT
         network(&st, "a", &spec("10.1.0.0/24", 4097)).unwrap();
+    }
+
+    #[test]
+    fn encryption_cannot_change_under_endpoints() {
+        let mut st = DesiredState::default();
+        st.networks.insert("a".into(), spec("10.1.0.0/24", 4097));
+        let mut enc = spec("10.1.0.0/24", 4097);
+        enc.encrypted = true;
+        // no endpoints: allowed
+        network(&st, "a", &enc).unwrap();
+        st.endpoints.insert(
+            "e1".into(),
+            crate::state::LocalEndpoint {
+                spec: serde_json::from_str(
+                    r#"{"network":"a","netns":"/run/netns/c1","ifname":"eth0","name":"c1"}"#,
+                )
+                .unwrap(),
+                ip: "10.1.0.2".parse().unwrap(),
+                mac: "02:42:0a:01:00:02".into(),
+                service_disabled: false,
+            },
+        );
+        let e = network(&st, "a", &enc).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("encrypted"), "{}", e.message);
     }
 
     #[test]

@@ -34,11 +34,19 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             }
             m
         };
-        let (old, records_changed) = {
+        let (old, records_changed, peers_changed) = {
             let current = d.shared.view.read().expect("view lock");
             emit_changes(&d.shared.events, &current, &view);
-            (per_net(&current), current.endpoints != view.endpoints)
+            (
+                per_net(&current),
+                current.endpoints != view.endpoints,
+                crate::reconcile::crypto::peers(&current) != crate::reconcile::crypto::peers(&view),
+            )
         };
+        if peers_changed {
+            // SAs and policies follow the set of live nodes.
+            d.reconciler.request(Scope::Crypto);
+        }
         let new = per_net(&view);
         if records_changed {
             d.shared.rebuild_dns(Some(view));

@@ -360,7 +360,7 @@ impl NodeConfig {
              state_dir = {:?}\n\
              api_socket = {:?}\n\
              gwbridge_subnet = \"172.18.0.0/16\"\n\
-             reconcile_interval_ms = {RECONCILE_MS}\n",
+             reconcile_interval_ms = {}\n",
             self.node_name,
             self.addr,
             self.addr,
@@ -368,6 +368,7 @@ impl NodeConfig {
             list(&self.keys),
             self.state_dir.display().to_string(),
             self.api_socket.display().to_string(),
+            crate::wait::scaled(Duration::from_millis(RECONCILE_MS)).as_millis(),
         )
     }
 }
@@ -428,7 +429,7 @@ impl Node {
     /// Waits until the API answers `GET /v1/node` with 200; panics (with the log) if netd
     /// exits or never answers.
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + crate::wait::scaled(START_TIMEOUT);
         let mut last = String::new();
         while Instant::now() < deadline {
             if let Some(status) = self.exit_status() {
@@ -529,7 +530,13 @@ impl Node {
 
     /// One API call with a raw body (for deliberately malformed requests).
     pub fn try_api(&self, method: &str, path: &str, body: Option<&str>) -> Result<Response> {
-        http::request(&self.socket, method, path, body, API_TIMEOUT)
+        http::request(
+            &self.socket,
+            method,
+            path,
+            body,
+            crate::wait::scaled(API_TIMEOUT),
+        )
     }
 
     /// One API call with a JSON body; panics if netd cannot be reached.

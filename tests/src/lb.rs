@@ -277,7 +277,7 @@ pub fn client_bg(
 
 /// Reads the first JSON line a background client printed, waiting up to `timeout`.
 pub fn first_line(bg: &Background, n: usize, timeout: Duration) -> Result<Value> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = std::time::Instant::now() + crate::wait::scaled(timeout);
     loop {
         let f = std::fs::File::open(&bg.stdout_path)?;
         let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();

@@ -8,9 +8,21 @@ pub const CONVERGE: Duration = Duration::from_secs(30);
 
 const POLL: Duration = Duration::from_millis(100);
 
+/// `$NETD_TESTS_TIME_SCALE` (default 1): every bound here and in the harness is multiplied by
+/// it. The kernel-VM tier sets it, because software emulation runs each `ip`/`nft` command
+/// ~100 times slower than the host; bounds stay bounds, never performance thresholds.
+pub fn scaled(d: Duration) -> Duration {
+    let k: u32 = std::env::var("NETD_TESTS_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|k| *k >= 1)
+        .unwrap_or(1);
+    d * k
+}
+
 /// Polls `f` until it returns true or `timeout` passes. Returns whether it became true.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + scaled(timeout);
     loop {
         if f() {
             return true;
@@ -38,6 +50,7 @@ pub fn eventually_every<T>(
     mut f: impl FnMut() -> Result<T, String>,
 ) -> (T, Duration) {
     let start = Instant::now();
+    let timeout = scaled(timeout);
     let deadline = start + timeout;
     loop {
         match f() {

@@ -44,6 +44,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/services/{name}", get(get_service))
         .route("/v1/dns", get(dns_view))
         .route("/v1/events", get(events))
+        .route("/v1/cluster/encryption-keys", put(put_encryption_keys))
+        .route("/v1/encryption", get(encryption))
         .fallback(not_found)
         .with_state(d)
 }
@@ -211,4 +213,13 @@ async fn events(State(d): D) -> Response {
         axum::body::Body::from_stream(stream),
     )
         .into_response()
+}
+
+async fn put_encryption_keys(State(d): D, body: Bytes) -> Result<StatusCode, ApiError> {
+    d.set_encryption_keys(parse_body(&body)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn encryption(State(d): D) -> Result<Response, ApiError> {
+    Ok(Json(d.encryption_view()?).into_response())
 }

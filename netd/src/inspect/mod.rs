@@ -1,6 +1,6 @@
 //! `netd inspect`: the node as netd wants it and as the kernel has it, and where they differ.
 //!
-//! One thin file per verb (summary, network, service, dns, path, events) over a shared query
+//! One thin file per verb (summary, network, service, dns, path, crypto, events) over a shared query
 //! layer (`query.rs`: the API when the daemon answers, the config for kernel-side names) and
 //! the kernel readers (`kernel.rs`, `crate::lb::dump`). Every view is a serde struct (its JSON
 //! with `--json`, field names stable) and renders itself as tables for people. Each carries
@@ -11,6 +11,7 @@
 //! A new verb is a new file with a function returning a [`View`], one [`What`] variant and one
 //! match arm in [`run`].
 
+mod crypto;
 mod dns;
 mod events;
 mod kernel;
@@ -21,6 +22,7 @@ mod render;
 mod service;
 mod summary;
 
+pub use crypto::CryptoReport;
 pub use dns::DnsReport;
 pub use network::NetworkReport;
 pub use path::{Hop, PathReport};
@@ -54,6 +56,9 @@ pub enum What {
         #[arg(long)]
         to: String,
     },
+    /// Encryption: key tags, XFRM states/policies per peer with counters, sequence-number
+    /// headroom, fail-closed drop rules.
+    Crypto,
     /// Stream changes: endpoints, backends drained, gossip membership, drift repaired.
     Events {
         /// Stop after this many seconds (default: until interrupted).
@@ -140,6 +145,7 @@ pub fn run(opts: Opts, what: Option<What>) -> i32 {
             dns::view(&ctx, container.as_deref(), name.as_deref()).map(|v| Box::new(v) as _)
         }
         Some(What::Path { from, to }) => path::view(&ctx, &from, &to).map(|v| Box::new(v) as _),
+        Some(What::Crypto) => crypto::view(&ctx).map(|v| Box::new(v) as _),
         Some(What::Events { .. }) => unreachable!("streamed above"),
     };
     match r {

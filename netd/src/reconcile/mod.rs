@@ -2,6 +2,7 @@
 //! periodic drift repair all end here, as jobs on one dedicated thread (kernel changes are
 //! serialized, and namespace-switching commands never run on async runtime workers).
 
+pub mod crypto;
 mod dns;
 mod egress;
 mod ingress;
@@ -80,8 +81,14 @@ impl Shared {
 
 impl Shared {
     /// MTU handed to containers of a network.
-    pub fn network_mtu(&self, spec_mtu: Option<u32>) -> u32 {
-        spec_mtu.unwrap_or(self.facts.underlay_mtu - VXLAN_OVERHEAD_V4)
+    /// Encrypted networks also leave room for ESP.
+    pub fn network_mtu(&self, spec_mtu: Option<u32>, encrypted: bool) -> u32 {
+        let esp = if encrypted {
+            crate::crypto::support::ESP_OVERHEAD
+        } else {
+            0
+        };
+        spec_mtu.unwrap_or(self.facts.underlay_mtu - VXLAN_OVERHEAD_V4 - esp)
     }
 }
 
@@ -99,6 +106,8 @@ pub enum Scope {
     Remotes(String),
     /// Everything; `verify_containers` also re-checks every container-side interface.
     All { verify_containers: bool },
+    /// Encryption only (data-path keys changed).
+    Crypto,
 }
 
 struct Job {
@@ -193,6 +202,11 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
             }
         }
     };
+    // Encryption first: drop rules for encrypted VNIs exist before any of their traffic can.
+    note(crypto::reconcile(shared, &desired, &view, keep_extra));
+    if *scope == Scope::Crypto {
+        return first_err.map_or(Ok(()), Err);
+    }
     let full = matches!(scope, Scope::All { .. });
     note(lb::reconcile(shared, &desired, &view, full));
     if let Scope::Remotes(name) = scope {
@@ -245,7 +259,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
                     ));
                 }
             }
-            Scope::Remotes(_) => unreachable!("handled above"),
+            Scope::Remotes(_) | Scope::Crypto => unreachable!("handled above"),
         }
         let egress = egress
             .join()

@@ -77,7 +77,7 @@ pub fn reconcile(
         return netns::delete(&sandbox);
     }
     let sb = Ns::named(&sandbox);
-    let mtu = shared.network_mtu(spec.mtu);
+    let mtu = shared.network_mtu(spec.mtu, spec.encrypted);
     let gw = spec_gateway(spec);
     let gw_net = Ipv4Net::new(gw, spec.subnet.prefix_len())?;
     let vx = vxlan_name(spec.vni);

@@ -28,6 +28,9 @@ pub struct DesiredState {
     /// Gossip keys set through the API (override the config's), primary first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gossip_keys: Option<Vec<String>>,
+    /// Data-path (IPsec) keys of encrypted networks, primary first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encryption_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The kernel-VM test tier: the suites that need kernel features this machine's kernel lacks
+# (ESP/GCM for encryption) plus a smoke run of the core, DNS and VIP suites, each inside a
+# qemu VM booting stock Debian kernels (6.1, the oldest supported, and 6.12).
+#
+# usage: tier.sh [LOG]   appends cargo's "test result:" lines to LOG (scripts/test.sh counts
+#                        them); a tier that cannot run prints why and counts as skipped.
+# env:   NETD_KVM_SUITES_6_1 / NETD_KVM_SUITES_6_12  override the suite lists
+#        NETD_KVM_SKIP=1                             skip the tier (counted as skipped)
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+LOG=${1:-/dev/null}
+cd "$ROOT"
+
+skip() {
+  echo "kernel-VM tier SKIPPED: $*"
+  echo "test result: ok. 0 passed; 0 failed; 1 ignored; (kernel-VM tier skipped: $*)" >> "$LOG"
+  exit 0
+}
+[ -z "${NETD_KVM_SKIP:-}" ] || skip "NETD_KVM_SKIP is set"
+[ "$(id -u)" = 0 ] || skip "needs root"
+kernels=$("$HERE/setup.sh") || skip "setup failed (qemu or kernel packages unavailable; see above)"
+[ -n "$kernels" ] || skip "no kernel could be prepared"
+
+# Test binaries as cargo built them on the host (name -> path).
+declare -A BIN
+while read -r name path; do BIN[$name]=$path; done < <(
+  cargo test --release -p netd-tests --no-run --message-format=json 2>/dev/null |
+  jq -r 'select(.executable != null and (.target.kind | index("test"))) | "\(.target.name) \(.executable)"')
+[ -n "${BIN[encryption]:-}" ] || skip "test binaries not found (cargo test --no-run failed)"
+
+# Budget: the whole tier stays within ~15 minutes (TCG is slow: every ip/nft command costs
+# ~0.5 s in the guest). Suites run in the order given until the kernel's budget runs short;
+# the rest are reported as skipped (with the reason). 6.1, the oldest kernel supported, runs
+# the whole encryption suite first; 6.12 its end-to-end test; then the smoke tests of the core
+# (dataplane), DNS and VIP (nftables LB) suites, in an order that differs per kernel so that
+# on a slow machine each smoke test still runs on one kernel at least.
+DATAPLANE=dataplane:containers_on_different_nodes_ping_and_exchange_tcp
+DNS=dns:names_services_and_tasks_resolve_across_nodes
+VIPS=lb:nftables_service_load_balancing
+SUITES_6_1=${NETD_KVM_SUITES_6_1:-"encryption $DATAPLANE $DNS $VIPS"}
+SUITES_6_12=${NETD_KVM_SUITES_6_12:-"encryption:underlay_carries_only_esp_for_the_encrypted_network,encrypted_network_is_refused_when_the_kernel_cannot_encrypt $VIPS $DNS $DATAPLANE"}
+BUDGET_6_1=${NETD_KVM_BUDGET_6_1:-480}
+BUDGET_6_12=${NETD_KVM_BUDGET_6_12:-420}
+
+resolve() {  # "name[:tests]" -> "path[:tests]"
+  local out=() s name
+  for s in $1; do
+    name=${s%%:*}
+    [ -n "${BIN[$name]:-}" ] || { echo "tier: no test binary $name" >&2; continue; }
+    out+=("${BIN[$name]}${s#"$name"}")
+  done
+  echo "${out[@]}"
+}
+
+failed=0
+for k in $kernels; do
+  case $k in 6.1.*) suites=$SUITES_6_1; budget=$BUDGET_6_1;; 6.12.*) suites=$SUITES_6_12; budget=$BUDGET_6_12;; *) continue;; esac
+  echo "== kernel-VM tier: $k ($(date -u +%T))"
+  start=$(date +%s)
+  out=$(mktemp)
+  # shellcheck disable=SC2046
+  # the guest stops starting suites when its budget (uptime; boot and power-off need a margin) runs short
+  VM_BUDGET=$(( budget - 35 )) NETD_BIN="$ROOT/target/release/netd" "$HERE/run-in-vm.sh" -k "$k" -t "$budget" -- \
+    "$HERE/guest-suites.sh" $(resolve "$suites") 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  grep -a '^test result:' "$out" | sed "s/\$/ (kernel $k)/" >> "$LOG"
+  if [ "$rc" = 125 ]; then
+    echo "kernel-VM tier: $k VM died or exceeded its ${budget}s budget"
+    echo "test result: FAILED. 0 passed; 1 failed; 0 ignored; (kernel $k: VM died or timed out)" >> "$LOG"
+  fi
+  [ "$rc" = 0 ] || failed=1
+  rm -f "$out"
+  echo "== kernel-VM tier: $k done in $(( $(date +%s) - start ))s (rc $rc)"
+done
+exit $failed
