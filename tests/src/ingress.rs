@@ -1,77 +1,12 @@
-//! Published-port tests: a task server that tells who it is *and* whom it sees (the peer
-//! address, to observe SNAT vs. client-IP preservation), and a client that connects from
-//! chosen source ports (to compare backend choice across nodes for the same flow).
+//! Published-port tests: a client that connects from chosen source ports (to compare backend
+//! choice across nodes for the same flow), and host-side port holders. The task server is
+//! [`crate::lb::IdServer::start_telling_peer`] (it tells whom it sees: SNAT vs. client IP).
 
 use crate::netns::in_netns;
-use crate::tcp::listen_in;
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-
-/// A task: TCP answers `<id> <peer ip>\n` then echoes; UDP answers each datagram with
-/// `<id> <peer ip>`. Runs until dropped.
-pub struct PeerServer {
-    stop: Arc<AtomicBool>,
-}
-
-impl PeerServer {
-    pub fn start(ns: &str, tcp_port: u16, udp_port: u16, id: &str) -> Result<PeerServer> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let listener = listen_in(ns, Ipv4Addr::UNSPECIFIED, tcp_port)?;
-        listener.set_nonblocking(true)?;
-        let udp = in_netns(ns, move || {
-            UdpSocket::bind(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::UNSPECIFIED,
-                udp_port,
-            )))
-        })??;
-        udp.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let (s1, s2) = (stop.clone(), stop.clone());
-        let (id1, id2) = (id.to_string(), id.to_string());
-        std::thread::spawn(move || {
-            while !s1.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((mut conn, peer)) => {
-                        let hello = format!("{id1} {}\n", peer.ip());
-                        std::thread::spawn(move || {
-                            let _ = conn.set_nonblocking(false);
-                            let _ = conn.set_read_timeout(Some(Duration::from_secs(600)));
-                            if conn.write_all(hello.as_bytes()).is_err() {
-                                return;
-                            }
-                            let mut buf = [0u8; 4096];
-                            while let Ok(n) = conn.read(&mut buf) {
-                                if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                                    return;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !s2.load(Ordering::SeqCst) {
-                if let Ok((_, from)) = udp.recv_from(&mut buf) {
-                    let _ = udp.send_to(format!("{id2} {}", from.ip()).as_bytes(), from);
-                }
-            }
-        });
-        Ok(PeerServer { stop })
-    }
-}
-
-impl Drop for PeerServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
 
 /// For each source port, connects from `ns` to every `dst:port` in turn (SO_REUSEADDR, so
 /// the same source port serves several destinations) and reads the first line: one line of

@@ -87,13 +87,40 @@ impl Drop for LbCleanup {
 }
 
 /// A backend task: TCP (answers `<id>\n`, then echoes) and UDP (answers every datagram with
-/// `<id>`) on `port` inside namespace `ns`, until dropped.
+/// `<id>`) on `port` inside namespace `ns`, until dropped. [`IdServer::start_telling_peer`]
+/// adds the peer's address (`<id> <peer ip>`: SNAT vs. client-IP preservation).
 pub struct IdServer {
     stop: Arc<AtomicBool>,
 }
 
 impl IdServer {
     pub fn start(ns: &str, tcp_port: u16, udp_port: u16, id: &str) -> Result<IdServer> {
+        IdServer::spawn(ns, tcp_port, udp_port, id, false)
+    }
+
+    pub fn start_telling_peer(
+        ns: &str,
+        tcp_port: u16,
+        udp_port: u16,
+        id: &str,
+    ) -> Result<IdServer> {
+        IdServer::spawn(ns, tcp_port, udp_port, id, true)
+    }
+
+    fn spawn(
+        ns: &str,
+        tcp_port: u16,
+        udp_port: u16,
+        id: &str,
+        tell_peer: bool,
+    ) -> Result<IdServer> {
+        let answer = move |id: &str, peer: std::net::IpAddr| {
+            if tell_peer {
+                format!("{id} {peer}")
+            } else {
+                id.to_string()
+            }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let listener = listen_in(ns, Ipv4Addr::UNSPECIFIED, tcp_port)?;
         listener.set_nonblocking(true)?;
@@ -109,12 +136,12 @@ impl IdServer {
         std::thread::spawn(move || {
             while !s1.load(Ordering::SeqCst) {
                 match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        let id = id1.clone();
+                    Ok((mut conn, peer)) => {
+                        let hello = format!("{}\n", answer(&id1, peer.ip()));
                         std::thread::spawn(move || {
                             let _ = conn.set_nonblocking(false);
                             let _ = conn.set_read_timeout(Some(Duration::from_secs(600)));
-                            if conn.write_all(format!("{id}\n").as_bytes()).is_err() {
+                            if conn.write_all(hello.as_bytes()).is_err() {
                                 return;
                             }
                             let mut buf = [0u8; 4096];
@@ -133,7 +160,7 @@ impl IdServer {
             let mut buf = [0u8; 1500];
             while !s2.load(Ordering::SeqCst) {
                 if let Ok((_, from)) = udp.recv_from(&mut buf) {
-                    let _ = udp.send_to(id2.as_bytes(), from);
+                    let _ = udp.send_to(answer(&id2, from.ip()).as_bytes(), from);
                 }
             }
         });

@@ -2,8 +2,8 @@
 //! a node (`Cluster::client_ns`, 192.168.77.100); tasks are containers attached to the ingress
 //! network with their service's ports; servers answer `<task> <peer address>`.
 
-use netd_tests::ingress::{host_listener, same_flow_via, try_bind, PeerServer};
-use netd_tests::lb;
+use netd_tests::ingress::{host_listener, same_flow_via, try_bind};
+use netd_tests::lb::{self, IdServer};
 use netd_tests::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,7 +57,7 @@ struct Task {
     container: Container,
     name: String,
     node: usize,
-    _server: PeerServer,
+    _server: IdServer,
 }
 
 fn start_task(c: &Cluster, node: usize, network: &str, svc: &Value, name: &str) -> (Task, Value) {
@@ -69,7 +69,7 @@ fn start_task(c: &Cluster, node: usize, network: &str, svc: &Value, name: &str) 
         status == 200 || status == 201,
         "attach {name}: {status} {body}"
     );
-    let server = PeerServer::start(&container.name, TCP_TARGET, UDP_TARGET, name)
+    let server = IdServer::start_telling_peer(&container.name, TCP_TARGET, UDP_TARGET, name)
         .unwrap_or_else(|e| panic!("server {name}: {e:#}"));
     (
         Task {
