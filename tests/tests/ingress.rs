@@ -8,6 +8,7 @@ use netd_tests::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 const INGRESS_VNI: u32 = 4300;
 const INGRESS_SUBNET: &str = "10.233.0.0/16";
@@ -148,6 +149,50 @@ fn leg_ip(node: &Node) -> String {
 }
 
 /// Every node serves every task until `all` are seen from the client through each node.
+/// A client on the underlay holding one flow (`hold`: an idle TCP connection; `udphold`: a
+/// connected UDP socket sending every 50 ms) through `node`'s published `port`, until the file
+/// it returns exists; and the task that answered first.
+fn hold_through(
+    c: &Cluster,
+    mode: &str,
+    node: usize,
+    port: u16,
+    tag: &str,
+) -> (Background, PathBuf, String) {
+    let flag = c.dir.join(format!("release-{tag}"));
+    let bg = lb::client_bg(
+        c.client_ns(),
+        None,
+        &[
+            mode.into(),
+            c.node(node).addr.to_string(),
+            port.to_string(),
+            flag.display().to_string(),
+        ],
+        &c.dir,
+        tag,
+    )
+    .unwrap();
+    let first = lb::first_line(&bg, 0, std::time::Duration::from_secs(10)).unwrap();
+    let task = task_of(&first);
+    (bg, flag, task)
+}
+
+/// The task named in a client line's `backend` (`<task> <peer ip>`).
+fn task_of(line: &Value) -> String {
+    let answer = line["backend"].as_str().unwrap_or_default();
+    answer.split(' ').next().unwrap_or_default().to_string()
+}
+
+fn delete_task(c: &Cluster, t: &Task) {
+    let (s, body) = c.node(t.node).api(
+        "DELETE",
+        &format!("/v1/endpoints/{}", t.container.endpoint_id("eth0")),
+        None,
+    );
+    assert_eq!(s, 204, "{body}");
+}
+
 fn wait_all_reachable(c: &Cluster, port: u16, all: &BTreeSet<String>) {
     for node in &c.nodes {
         eventually(
@@ -476,36 +521,10 @@ fn removed_task_gets_no_new_connections_and_idle_connections_survive() {
     let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
     wait_all_reachable(&c, 30090, &all);
     // A connection through node 3, held idle while a task goes away.
-    let flag = c.dir.join("release-hold");
-    let hold = lb::client_bg(
-        c.client_ns(),
-        None,
-        &[
-            "hold".into(),
-            c.node(3).addr.to_string(),
-            "30090".into(),
-            flag.display().to_string(),
-        ],
-        &c.dir,
-        "hold",
-    )
-    .unwrap();
-    let held = lb::first_line(&hold, 0, std::time::Duration::from_secs(10)).unwrap();
-    let held_task = held["backend"]
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    let (hold, flag, held_task) = hold_through(&c, "hold", 3, 30090, "hold");
     let gone_idx = tasks.iter().position(|t| t.name != held_task).unwrap();
     let gone = tasks.remove(gone_idx);
-    let (s, _) = c.node(gone.node).api(
-        "DELETE",
-        &format!("/v1/endpoints/{}", gone.container.endpoint_id("eth0")),
-        None,
-    );
-    assert_eq!(s, 204);
+    delete_task(&c, &gone);
     let rest: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
     for node in &c.nodes {
         eventually(CONVERGE, "removed task leaves", || {
@@ -549,21 +568,7 @@ fn a_restart_keeps_published_ports_and_established_flows() {
         .collect();
     let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
     wait_all_reachable(&c, 30095, &all);
-    let flag = c.dir.join("release-restart-hold");
-    let hold = lb::client_bg(
-        c.client_ns(),
-        None,
-        &[
-            "hold".into(),
-            c.node(3).addr.to_string(),
-            "30095".into(),
-            flag.display().to_string(),
-        ],
-        &c.dir,
-        "restart-hold",
-    )
-    .unwrap();
-    lb::first_line(&hold, 0, std::time::Duration::from_secs(10)).unwrap();
+    let (hold, flag, _) = hold_through(&c, "hold", 3, 30095, "restart-hold");
     c.node(3).restart();
     // At once after the restart (before any gossip round): still reserved and serving.
     assert_eq!(
@@ -659,45 +664,13 @@ fn a_udp_flow_pinned_to_a_removed_task_moves_to_a_live_one() {
     let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
     wait_all_reachable(&c, 30093, &all);
     // One UDP socket sending every 50 ms through node 1: always the same flow.
-    let flag = c.dir.join("release-udphold");
-    let hold = lb::client_bg(
-        c.client_ns(),
-        None,
-        &[
-            "udphold".into(),
-            c.node(1).addr.to_string(),
-            "30094".into(),
-            flag.display().to_string(),
-        ],
-        &c.dir,
-        "udphold",
-    )
-    .unwrap();
-    let first = lb::first_line(&hold, 0, std::time::Duration::from_secs(10)).unwrap();
-    let pinned = first["backend"]
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    let (hold, flag, pinned) = hold_through(&c, "udphold", 1, 30094, "udphold");
     let idx = tasks.iter().position(|t| t.name == pinned).unwrap();
     let gone = tasks.remove(idx);
-    let (s, _) = c.node(gone.node).api(
-        "DELETE",
-        &format!("/v1/endpoints/{}", gone.container.endpoint_id("eth0")),
-        None,
-    );
-    assert_eq!(s, 204);
+    delete_task(&c, &gone);
     // The same socket (no reconnect) is answered by a live task again.
     let next = lb::first_line(&hold, 1, CONVERGE).unwrap();
-    let now = next["backend"]
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    let now = task_of(&next);
     assert!(now != pinned && all.contains(&now), "{next}");
     assert_eq!(next["reconnects"], json!(0), "{next}");
     std::fs::write(&flag, "").unwrap();
