@@ -136,6 +136,28 @@ fn inspect_views_drift_paths_and_daemon_down() {
     );
     assert_eq!(s["desired_state"], "available");
     assert_eq!(s["node"]["node"], n1.name);
+    // crypto: no encrypted network, no keys: nothing wrong, no SAs.
+    let r = inspect(n1, &["--json", "crypto"]);
+    let cv = r.json();
+    has_fields(
+        &cv,
+        &[
+            "desired_state",
+            "esp_supported",
+            "key_tags",
+            "encrypted_networks",
+            "drop_rules",
+            "peers",
+            "problems",
+        ],
+        "crypto",
+    );
+    assert_eq!(
+        (r.code, &cv["desired_state"]),
+        (0, &json!("available")),
+        "{cv:#}"
+    );
+    assert_eq!(cv["encrypted_networks"], json!([]), "{cv:#}");
     assert_eq!(s["node"]["peers"][0]["live"], true, "{s:#}");
     let inet = s["networks"]
         .as_array()
@@ -607,6 +629,21 @@ fn inspect_views_drift_paths_and_daemon_down() {
             .iter()
             .any(|n| n["vni"] == VNI),
         "{v:#}"
+    );
+    let r = inspect(n1, &["--json", "crypto"]);
+    let v = r.json();
+    assert_eq!(r.code, 1, "{v:#}");
+    assert!(
+        v["desired_state"]
+            .as_str()
+            .unwrap()
+            .starts_with("unavailable"),
+        "{v:#}"
+    );
+    has_fields(
+        &v,
+        &["drop_rules", "peers", "key_tags"],
+        "crypto, daemon down",
     );
     let r = inspect(n1, &["network", "inet"]);
     assert!(
