@@ -71,6 +71,14 @@ fn events(w: &Background) -> Vec<Value> {
         .collect()
 }
 
+/// A view made with the daemon stopped: exit 1, desired state said to be unavailable.
+#[track_caller]
+fn daemon_down_reported(r: &Inspect, v: &Value) {
+    assert_eq!(r.code, 1, "{v:#}");
+    let state = v["desired_state"].as_str().unwrap_or_default();
+    assert!(state.starts_with("unavailable"), "{v:#}");
+}
+
 fn clean(r: &Inspect) -> Result<Value, String> {
     let v = r.json();
     if r.code == 0 && v["problems"] == json!([]) {
@@ -590,14 +598,7 @@ fn inspect_views_drift_paths_and_daemon_down() {
     assert!(n1.stop(), "netd on node 1 stops");
     let r = inspect(n1, &["--json", "network", "inet"]);
     let v = r.json();
-    assert_eq!(r.code, 1, "{v:#}");
-    assert!(
-        v["desired_state"]
-            .as_str()
-            .unwrap()
-            .starts_with("unavailable"),
-        "{v:#}"
-    );
+    daemon_down_reported(&r, &v);
     assert_eq!(v["network"], Value::Null);
     assert_eq!(v["sandbox_present"], true);
     assert!(
@@ -610,14 +611,7 @@ fn inspect_views_drift_paths_and_daemon_down() {
     );
     let r = inspect(n1, &["--json", "service", VIP]);
     let v = r.json();
-    assert_eq!(r.code, 1, "{v:#}");
-    assert!(
-        v["desired_state"]
-            .as_str()
-            .unwrap()
-            .starts_with("unavailable"),
-        "{v:#}"
-    );
+    daemon_down_reported(&r, &v);
     assert_eq!(v["frontends"][0]["kernel"]["frontend"], frontend, "{v:#}");
     let r = inspect(n1, &["--json"]);
     let v = r.json();
@@ -632,14 +626,7 @@ fn inspect_views_drift_paths_and_daemon_down() {
     );
     let r = inspect(n1, &["--json", "crypto"]);
     let v = r.json();
-    assert_eq!(r.code, 1, "{v:#}");
-    assert!(
-        v["desired_state"]
-            .as_str()
-            .unwrap()
-            .starts_with("unavailable"),
-        "{v:#}"
-    );
+    daemon_down_reported(&r, &v);
     has_fields(
         &v,
         &["drop_rules", "peers", "key_tags"],
@@ -665,14 +652,7 @@ fn inspect_views_drift_paths_and_daemon_down() {
         &["--json", "path", "--from", &client.name, "--to", &target],
     );
     let v = r.json();
-    assert_eq!(r.code, 1, "{v:#}");
-    assert!(
-        v["desired_state"]
-            .as_str()
-            .unwrap()
-            .starts_with("unavailable"),
-        "{v:#}"
-    );
+    daemon_down_reported(&r, &v);
     assert!(
         v["hops"]
             .as_array()
