@@ -6,6 +6,7 @@
 # usage: tier.sh [LOG]   appends cargo's "test result:" lines to LOG (scripts/test.sh counts
 #                        them); a tier that cannot run prints why and counts as skipped.
 # env:   NETD_KVM_SUITES_6_1 / NETD_KVM_SUITES_6_12  override the suite lists
+#        NETD_KVM_KERNELS="6.1." or "6.12"           only the kernel whose version starts so
 #        NETD_KVM_SKIP=1                             skip the tier (counted as skipped)
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -57,6 +58,7 @@ resolve() {  # "name[:tests]" -> "path[:tests]"
 
 failed=0
 for k in $kernels; do
+  if [ -n "${NETD_KVM_KERNELS:-}" ] && [[ $k != "$NETD_KVM_KERNELS"* ]]; then continue; fi
   case $k in 6.1.*) suites=$SUITES_6_1; budget=$BUDGET_6_1;; 6.12.*) suites=$SUITES_6_12; budget=$BUDGET_6_12;; *) continue;; esac
   echo "== kernel-VM tier: $k ($(date -u +%T))"
   start=$(date +%s)
