@@ -44,7 +44,13 @@ impl Daemon {
             // /run/netns is a tmpfs: after a reboot the node's ingress leg needs the name again.
             crate::ingress::name_node_namespace(&cfg.node_name)?;
         }
-        let initial = initial_gossip_state(&cfg, &desired);
+        let sa_epoch = crate::crypto::epoch::SaEpoch::load(&cfg.state_dir)?;
+        let mut initial = initial_gossip_state(&cfg, &desired);
+        initial.push((
+            crate::crypto::epoch::GOSSIP_KEY.to_string(),
+            sa_epoch.value().to_string(),
+        ));
+        let (sa_epoch_published, _) = tokio::sync::watch::channel(sa_epoch.value());
         let gossip = Gossip::start(&cfg, &keys, initial).await?;
         tracing::info!(node = %cfg.node_name, %underlay_dev, underlay_mtu, networks = desired.networks.len(),
             endpoints = desired.endpoints.len(), "netd starting");
@@ -68,6 +74,8 @@ impl Daemon {
             verified: Default::default(),
             dns_rebuild: Default::default(),
             events: Default::default(),
+            sa_epoch: std::sync::Mutex::new(sa_epoch),
+            sa_epoch_published,
         });
         shared.rebuild_dns(None);
         let reconciler = Reconciler::spawn(shared.clone());

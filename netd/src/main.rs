@@ -88,6 +88,7 @@ fn run(config: PathBuf) -> Result<()> {
         let d = daemon::Daemon::start(cfg).await?;
         tokio::spawn(watch::gossip_to_reconcile(d.clone()));
         tokio::spawn(watch::periodic(d.clone()));
+        tokio::spawn(watch::publish_sa_epoch(d.clone()));
         tracing::info!(socket = %socket.display(), "API listening");
         let events = d.clone();
         axum::serve(listener, api::router(d))

@@ -96,6 +96,20 @@ pub async fn periodic(d: Arc<Daemon>) {
     }
 }
 
+/// Gossips this node's SA epoch whenever the reconcile loop moves to a new one.
+pub async fn publish_sa_epoch(d: Arc<Daemon>) {
+    let mut rx = d.shared.sa_epoch_published.subscribe();
+    while rx.changed().await.is_ok() {
+        let epoch = *rx.borrow_and_update();
+        d.gossip
+            .set(
+                crate::crypto::epoch::GOSSIP_KEY.to_string(),
+                epoch.to_string(),
+            )
+            .await;
+    }
+}
+
 /// Membership and remote endpoint changes between two views, as events.
 fn emit_changes(ev: &Events, old: &ClusterView, new: &ClusterView) {
     let peers = |v: &ClusterView| -> BTreeMap<String, bool> {

@@ -198,6 +198,9 @@ pub struct PeerView {
     pub live: bool,
     pub generation: u64,
     pub endpoints: usize,
+    /// The epoch of the SAs this node sends with (0: none published; see crypto::epoch).
+    #[serde(default)]
+    pub sa_epoch: u64,
 }
 
 /// `GET /v1/node`.

@@ -38,20 +38,26 @@ impl DataKey {
         hex(&h[..4])
     }
 
-    fn derive(&self, label: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> [u8; 32] {
-        Sha256::new()
+    fn derive(&self, label: &[u8], src: Ipv4Addr, dst: Ipv4Addr, epoch: u64) -> [u8; 32] {
+        let h = Sha256::new()
             .chain_update(label)
             .chain_update(&self.secret)
             .chain_update(src.octets())
-            .chain_update(dst.octets())
-            .finalize()
-            .into()
+            .chain_update(dst.octets());
+        // Epoch 0 (a sender that publishes none) derives what netd derived before epochs.
+        let h = if epoch == 0 {
+            h
+        } else {
+            h.chain_update(epoch.to_be_bytes())
+        };
+        h.finalize().into()
     }
 
-    /// The SA of traffic from `src` to `dst` under this key: the same on both nodes.
-    pub fn sa(&self, src: Ipv4Addr, dst: Ipv4Addr) -> SaParams {
-        let k = self.derive(b"netd esp sa key v1\0", src, dst);
-        let s = self.derive(b"netd esp spi v1\0", src, dst);
+    /// The SA of traffic from `src` to `dst` under this key, at the sender's SA epoch (see
+    /// `crypto::epoch`): the same on both nodes.
+    pub fn sa(&self, src: Ipv4Addr, dst: Ipv4Addr, src_epoch: u64) -> SaParams {
+        let k = self.derive(b"netd esp sa key v1\0", src, dst, src_epoch);
+        let s = self.derive(b"netd esp spi v1\0", src, dst, src_epoch);
         SaParams {
             src,
             dst,
@@ -134,11 +140,24 @@ mod tests {
     #[test]
     fn both_nodes_derive_the_same_sa_per_direction() {
         let k = DataKey::new("0123456789abcdef-key");
-        assert_eq!(k.sa(A, B), DataKey::new("0123456789abcdef-key").sa(A, B));
-        let (ab, ba) = (k.sa(A, B), k.sa(B, A));
+        assert_eq!(
+            k.sa(A, B, 0),
+            DataKey::new("0123456789abcdef-key").sa(A, B, 0)
+        );
+        let (ab, ba) = (k.sa(A, B, 0), k.sa(B, A, 0));
         assert_ne!(ab.spi, ba.spi);
         assert_ne!(ab.aead_key, ba.aead_key);
         assert!(ab.spi >= 0x8000_0000);
+    }
+
+    #[test]
+    fn a_new_sender_epoch_gives_a_fresh_sa_for_that_direction_only() {
+        let k = DataKey::new("0123456789abcdef-key");
+        let (e0, e1, e2) = (k.sa(A, B, 0), k.sa(A, B, 1), k.sa(A, B, 2));
+        assert_ne!(e0.spi, e1.spi);
+        assert_ne!(e1.spi, e2.spi);
+        assert_ne!(e1.aead_key, e2.aead_key);
+        assert_eq!(e1, k.sa(A, B, 1));
     }
 
     #[test]
@@ -147,15 +166,15 @@ mod tests {
             DataKey::new("key-one-0123456789"),
             DataKey::new("key-two-0123456789"),
         );
-        assert_ne!(k1.sa(A, B).spi, k2.sa(A, B).spi);
-        assert_ne!(k1.sa(A, B).aead_key, k2.sa(A, B).aead_key);
+        assert_ne!(k1.sa(A, B, 0).spi, k2.sa(A, B, 0).spi);
+        assert_ne!(k1.sa(A, B, 0).aead_key, k2.sa(A, B, 0).aead_key);
         assert_ne!(k1.tag(), k2.tag());
     }
 
     #[test]
     fn debug_and_tag_never_show_material() {
         let k = DataKey::new("super-secret-material");
-        let sa = k.sa(A, B);
+        let sa = k.sa(A, B, 0);
         for s in [format!("{k:?}"), format!("{sa:?}"), k.tag()] {
             assert!(!s.contains("super-secret"), "{s}");
             assert!(!s.contains(&sa.aead_key_hex()[2..]), "{s}");

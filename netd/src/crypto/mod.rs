@@ -6,6 +6,7 @@
 //! same SA key and SPI for a (key, source node, destination node) triple, so no negotiation is
 //! needed. Receive with every key, send with the primary.
 
+pub mod epoch;
 pub mod keys;
 pub mod ops;
 pub mod plan;

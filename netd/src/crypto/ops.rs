@@ -39,6 +39,8 @@ impl Daemon {
     pub fn encryption_view(&self) -> Result<CryptoView, ApiError> {
         let d = self.desired();
         let v = self.shared.view.read().expect("view lock").clone();
-        view::build(&self.shared.cfg, &d, &v).map_err(|e| ApiError::internal(format!("{e:#}")))
+        let epoch = self.shared.sa_epoch.lock().expect("sa epoch lock").value();
+        view::build(&self.shared.cfg, &d, &v, epoch)
+            .map_err(|e| ApiError::internal(format!("{e:#}")))
     }
 }

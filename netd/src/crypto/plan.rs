@@ -14,20 +14,37 @@ pub struct Want {
     pub out_spi: BTreeMap<Ipv4Addr, u32>,
 }
 
-/// SAs for every peer, both directions, every key; sending with the primary.
-pub fn want(me: Ipv4Addr, peers: &BTreeSet<Ipv4Addr>, keys: &[DataKey]) -> Want {
+/// SAs for every peer, both directions, every key; sending with the primary. Each direction
+/// at its sender's SA epoch (`me_epoch` for ours, the peer's published one for theirs).
+pub fn want(
+    me: Ipv4Addr,
+    me_epoch: u64,
+    peers: &BTreeMap<Ipv4Addr, u64>,
+    keys: &[DataKey],
+) -> Want {
     let mut w = Want::default();
     let Some(primary) = keys.first() else {
         return w;
     };
-    for &p in peers.iter().filter(|p| **p != me) {
+    for (&p, &p_epoch) in peers.iter().filter(|(p, _)| **p != me) {
         for k in keys {
-            w.sas.push(k.sa(me, p));
-            w.sas.push(k.sa(p, me));
+            w.sas.push(k.sa(me, p, me_epoch));
+            w.sas.push(k.sa(p, me, p_epoch));
         }
-        w.out_spi.insert(p, primary.sa(me, p).spi);
+        w.out_spi.insert(p, primary.sa(me, p, me_epoch).spi);
     }
     w
+}
+
+impl Want {
+    /// The outbound SAs: (peer, SPI).
+    pub fn outbound(&self, me: Ipv4Addr) -> BTreeSet<(Ipv4Addr, u32)> {
+        self.sas
+            .iter()
+            .filter(|s| s.src == me)
+            .map(|s| (s.dst, s.spi))
+            .collect()
+    }
 }
 
 /// `ip -batch` lines, in the order that loses no packet.
@@ -131,10 +148,17 @@ mod tests {
     #[test]
     fn nothing_to_do_when_the_kernel_matches() {
         let k = DataKey::new("0123456789abcdef-one");
-        let w = want(ME, &[ME, B].into(), std::slice::from_ref(&k));
+        let w = want(ME, 0, &[(ME, 0), (B, 0)].into(), std::slice::from_ref(&k));
         assert_eq!(w.sas.len(), 2);
         let states: Vec<State> = w.sas.iter().map(state_of).collect();
-        let d = diff(ME, 4789, &w, &states, &policies_for(k.sa(ME, B).spi), false);
+        let d = diff(
+            ME,
+            4789,
+            &w,
+            &states,
+            &policies_for(k.sa(ME, B, 0).spi),
+            false,
+        );
         assert!(d.is_empty(), "{d:?}");
     }
 
@@ -144,27 +168,29 @@ mod tests {
             DataKey::new("0123456789abcdef-old"),
             DataKey::new("0123456789abcdef-new"),
         );
-        let have: Vec<State> = want(ME, &[B].into(), std::slice::from_ref(&old))
+        let have: Vec<State> = want(ME, 0, &[(B, 0)].into(), std::slice::from_ref(&old))
             .sas
             .iter()
             .map(state_of)
             .collect();
-        let pols = policies_for(old.sa(ME, B).spi);
+        let pols = policies_for(old.sa(ME, B, 0).spi);
         // new key first: states for it, then the outbound policy switches to it
-        let w = want(ME, &[B].into(), &[new.clone(), old.clone()]);
+        let w = want(ME, 0, &[(B, 0)].into(), &[new.clone(), old.clone()]);
         let d = diff(ME, 4789, &w, &have, &pols, false);
         assert_eq!(d.len(), 3, "{d:?}");
         assert!(d[0].starts_with("xfrm state add") && d[1].starts_with("xfrm state add"));
-        assert!(d[2].contains("dir out") && d[2].contains(&format!("0x{:08x}", new.sa(ME, B).spi)));
+        assert!(
+            d[2].contains("dir out") && d[2].contains(&format!("0x{:08x}", new.sa(ME, B, 0).spi))
+        );
         // old key dropped: its states go, after nothing else changed
         let have2: Vec<State> = w.sas.iter().map(state_of).collect();
-        let w2 = want(ME, &[B].into(), std::slice::from_ref(&new));
+        let w2 = want(ME, 0, &[(B, 0)].into(), std::slice::from_ref(&new));
         let d2 = diff(
             ME,
             4789,
             &w2,
             &have2,
-            &policies_for(new.sa(ME, B).spi),
+            &policies_for(new.sa(ME, B, 0).spi),
             false,
         );
         assert_eq!(d2.len(), 2, "{d2:?}");
@@ -174,16 +200,32 @@ mod tests {
     #[test]
     fn gone_peers_lose_states_and_policies_unless_kept_during_startup() {
         let k = DataKey::new("0123456789abcdef-one");
-        let w_full = want(ME, &[B].into(), std::slice::from_ref(&k));
+        let w_full = want(ME, 0, &[(B, 0)].into(), std::slice::from_ref(&k));
         let have: Vec<State> = w_full.sas.iter().map(state_of).collect();
-        let pols = policies_for(k.sa(ME, B).spi);
-        let none = want(ME, &BTreeSet::new(), std::slice::from_ref(&k));
+        let pols = policies_for(k.sa(ME, B, 0).spi);
+        let none = want(ME, 0, &BTreeMap::new(), std::slice::from_ref(&k));
         assert_eq!(diff(ME, 4789, &none, &have, &pols, false).len(), 4);
         assert!(diff(ME, 4789, &none, &have, &pols, true).is_empty());
     }
 
     #[test]
+    fn a_new_peer_epoch_replaces_only_the_inbound_sa_from_it() {
+        let k = DataKey::new("0123456789abcdef-one");
+        let before = want(ME, 7, &[(B, 1)].into(), std::slice::from_ref(&k));
+        let have: Vec<State> = before.sas.iter().map(state_of).collect();
+        let pols = policies_for(k.sa(ME, B, 7).spi);
+        let after = want(ME, 7, &[(B, 2)].into(), std::slice::from_ref(&k));
+        let d = diff(ME, 4789, &after, &have, &pols, false);
+        assert_eq!(d.len(), 2, "{d:?}");
+        let new_in = k.sa(B, ME, 2).spi;
+        assert!(d[0].starts_with("xfrm state add") && d[0].contains(&format!("0x{new_in:08x}")));
+        let old_in = k.sa(B, ME, 1).spi;
+        assert!(d[1].starts_with("xfrm state delete") && d[1].contains(&format!("0x{old_in:08x}")));
+        assert_eq!(after.outbound(ME), before.outbound(ME));
+    }
+
+    #[test]
     fn no_keys_means_no_states() {
-        assert!(want(ME, &[B].into(), &[]).sas.is_empty());
+        assert!(want(ME, 0, &[(B, 0)].into(), &[]).sas.is_empty());
     }
 }

@@ -17,6 +17,9 @@ pub struct CryptoView {
     pub esp_supported: bool,
     /// Tags of the data-path keys, primary first.
     pub key_tags: Vec<String>,
+    /// The epoch of the SAs this node sends with (changes when its SAs were found lost).
+    #[serde(default)]
+    pub sa_epoch: u64,
     pub encrypted_networks: Vec<EncryptedNetwork>,
     pub drop_rules: DropRules,
     pub peers: Vec<PeerSas>,
@@ -42,6 +45,9 @@ pub struct DropRules {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerSas {
     pub peer: Ipv4Addr,
+    /// The epoch the peer sends with (as gossiped).
+    #[serde(default)]
+    pub sa_epoch: u64,
     /// SPI the outbound policy sends with, and its key's tag.
     pub out_spi: Option<String>,
     pub out_key_tag: Option<String>,
@@ -78,8 +84,17 @@ fn spi_hex(spi: u32) -> String {
 /// Outbound SAs with less headroom than this are a problem (rekey is due).
 const MIN_HEADROOM: u64 = 1 << 24;
 
-pub fn build(cfg: &Config, d: &DesiredState, v: &ClusterView) -> Result<CryptoView> {
+/// `me_epoch`: the epoch this node sends with (see `super::epoch`).
+pub fn build(cfg: &Config, d: &DesiredState, v: &ClusterView, me_epoch: u64) -> Result<CryptoView> {
     let me = cfg.advertise_addr;
+    let peer_epochs = peers(v);
+    let epoch_of = |node: Ipv4Addr| {
+        if node == me {
+            me_epoch
+        } else {
+            peer_epochs.get(&node).copied().unwrap_or(0)
+        }
+    };
     let ks: Vec<DataKey> = keys(d);
     let vnis = encrypted_vnis(d);
     let st = espfw::status()?;
@@ -87,7 +102,7 @@ pub fn build(cfg: &Config, d: &DesiredState, v: &ClusterView) -> Result<CryptoVi
     let policies = xfrm::policies()?;
     let tag_of = |src: Ipv4Addr, dst: Ipv4Addr, spi: u32| {
         ks.iter()
-            .find(|k| k.sa(src, dst).spi == spi)
+            .find(|k| k.sa(src, dst, epoch_of(src)).spi == spi)
             .map(|k| k.tag())
     };
     let mut problems = Vec::new();
@@ -100,7 +115,7 @@ pub fn build(cfg: &Config, d: &DesiredState, v: &ClusterView) -> Result<CryptoVi
     if !vnis.is_empty() && ks.is_empty() {
         problems.push("no data-path keys yet: traffic of encrypted networks is dropped".into());
     }
-    let mut all_peers = peers(v);
+    let mut all_peers: std::collections::BTreeSet<Ipv4Addr> = peer_epochs.keys().copied().collect();
     all_peers.extend(states.iter().flat_map(|s| [s.src, s.dst]));
     all_peers.remove(&me);
     let mut out = Vec::new();
@@ -143,7 +158,7 @@ pub fn build(cfg: &Config, d: &DesiredState, v: &ClusterView) -> Result<CryptoVi
             .iter()
             .find(|p| p.dir == "out" && p.src == me && p.dst == peer);
         if !vnis.is_empty() && !ks.is_empty() {
-            let want_spi = ks[0].sa(me, peer).spi;
+            let want_spi = ks[0].sa(me, peer, me_epoch).spi;
             if out_pol.map(|p| p.tmpl_spi) != Some(want_spi) {
                 problems.push(format!(
                     "{peer}: outbound policy does not send with the primary key"
@@ -151,7 +166,7 @@ pub fn build(cfg: &Config, d: &DesiredState, v: &ClusterView) -> Result<CryptoVi
             }
             for k in &ks {
                 for (s, dd) in [(me, peer), (peer, me)] {
-                    let spi = k.sa(s, dd).spi;
+                    let spi = k.sa(s, dd, epoch_of(s)).spi;
                     if !states
                         .iter()
                         .any(|x| x.src == s && x.dst == dd && x.spi == spi)
@@ -176,6 +191,7 @@ pub fn build(cfg: &Config, d: &DesiredState, v: &ClusterView) -> Result<CryptoVi
         }
         out.push(PeerSas {
             peer,
+            sa_epoch: epoch_of(peer),
             out_spi: out_pol.map(|p| spi_hex(p.tmpl_spi)),
             out_key_tag: out_pol.and_then(|p| tag_of(me, peer, p.tmpl_spi)),
             states: sas,
@@ -185,6 +201,7 @@ pub fn build(cfg: &Config, d: &DesiredState, v: &ClusterView) -> Result<CryptoVi
     Ok(CryptoView {
         esp_supported: super::support::probe().is_ok(),
         key_tags: ks.iter().map(|k| k.tag()).collect(),
+        sa_epoch: me_epoch,
         encrypted_networks: d
             .networks
             .iter()

@@ -206,6 +206,10 @@ impl Gossip {
                 live: is_live,
                 generation: id.generation_id,
                 endpoints: count,
+                sa_epoch: st
+                    .get(crate::crypto::epoch::GOSSIP_KEY)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
             });
         }
         view

@@ -29,7 +29,8 @@ pub fn view(ctx: &Ctx) -> Result<CryptoReport> {
             .as_ref()
             .context("netd is down and its config is unreadable (give --config)")?;
         let state = ctx.persisted().unwrap_or_default();
-        crate::crypto::view::build(cfg, &state, &ClusterView::default())?
+        let epoch = crate::crypto::epoch::read(&cfg.state_dir)?;
+        crate::crypto::view::build(cfg, &state, &ClusterView::default(), epoch)?
     };
     crypto.problems.extend(ctx.daemon_problem());
     Ok(CryptoReport {
@@ -48,7 +49,7 @@ impl View for CryptoReport {
         let _ = writeln!(out, "desired state: {}", self.desired_state);
         let _ = writeln!(
             out,
-            "esp/gcm: {}   keys (tags, primary first): {}",
+            "esp/gcm: {}   keys (tags, primary first): {}   sa epoch: {}",
             if v.esp_supported {
                 "supported"
             } else {
@@ -58,7 +59,8 @@ impl View for CryptoReport {
                 "none".to_string()
             } else {
                 v.key_tags.join(" ")
-            }
+            },
+            v.sa_epoch
         );
         let nets: Vec<Vec<String>> = v
             .encrypted_networks
@@ -81,7 +83,7 @@ impl View for CryptoReport {
         for p in &v.peers {
             for s in &p.states {
                 sas.push(vec![
-                    p.peer.to_string(),
+                    format!("{} (epoch {})", p.peer, p.sa_epoch),
                     s.dir.clone(),
                     s.spi.clone(),
                     render::opt(&s.key_tag),

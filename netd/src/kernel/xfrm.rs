@@ -361,8 +361,11 @@ src 0.0.0.0/0 dst 0.0.0.0/0
 
     #[test]
     fn key_material_only_in_add_lines() {
-        let sa = crate::crypto::keys::DataKey::new("0123456789abcdef")
-            .sa("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let sa = crate::crypto::keys::DataKey::new("0123456789abcdef").sa(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            0,
+        );
         assert!(add_state_line(&sa).contains(&sa.aead_key_hex()));
         assert!(add_state_line(&sa).contains("flag esn"));
         assert!(!delete_state_line(sa.src, sa.dst, sa.spi).contains(&sa.aead_key_hex()));

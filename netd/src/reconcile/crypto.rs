@@ -8,7 +8,7 @@ use crate::gossip::ClusterView;
 use crate::kernel::{espfw, xfrm};
 use crate::state::DesiredState;
 use anyhow::Result;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
 /// VNIs of the networks defined encrypted.
@@ -21,13 +21,23 @@ pub fn encrypted_vnis(desired: &DesiredState) -> BTreeSet<u32> {
         .collect()
 }
 
-/// Nodes to hold SAs with: live gossip peers and the VTEPs of remote endpoints.
-pub fn peers(view: &ClusterView) -> BTreeSet<Ipv4Addr> {
-    let mut p: BTreeSet<Ipv4Addr> = view.endpoints.iter().map(|e| e.vtep).collect();
+/// Nodes to hold SAs with, with the SA epoch each sends with: live gossip peers and the VTEPs
+/// of remote endpoints.
+pub fn peers(view: &ClusterView) -> BTreeMap<Ipv4Addr, u64> {
+    let epoch_of: BTreeMap<&str, u64> = view
+        .peers
+        .iter()
+        .map(|p| (p.node.as_str(), p.sa_epoch))
+        .collect();
+    let mut p: BTreeMap<Ipv4Addr, u64> = view
+        .endpoints
+        .iter()
+        .map(|e| (e.vtep, epoch_of.get(e.node.as_str()).copied().unwrap_or(0)))
+        .collect();
     for peer in view.peers.iter().filter(|p| p.live) {
         if let Ok(SocketAddr::V4(a)) = peer.gossip_addr.parse::<SocketAddr>() {
             if !a.ip().is_unspecified() {
-                p.insert(*a.ip());
+                p.insert(*a.ip(), peer.sa_epoch);
             }
         }
     }
@@ -75,7 +85,33 @@ pub fn reconcile(
     } else {
         keys(desired)
     };
-    let want = plan::want(me, &peers(view), &keys);
+    let peers = peers(view);
+    let mut epoch = shared.sa_epoch.lock().expect("sa epoch lock");
+    let mut want = plan::want(me, epoch.value(), &peers, &keys);
+    let present: BTreeSet<(Ipv4Addr, u32)> = states
+        .iter()
+        .filter(|s| s.src == me)
+        .map(|s| (s.dst, s.spi))
+        .collect();
+    if epoch.lost(&want.outbound(me), &present) {
+        // Re-creating the same SAs would restart at sequence number 1 under the peers' replay
+        // windows: send with fresh ones instead (peers follow through gossip).
+        let old = epoch.value();
+        let new = epoch.bump()?;
+        tracing::warn!(
+            old,
+            new,
+            "outbound SAs missing from the kernel: new SA epoch"
+        );
+        shared.events.emit(
+            "sa_epoch_changed",
+            None,
+            &shared.cfg.node_name,
+            format!("{old} -> {new}: outbound SAs were missing from the kernel"),
+        );
+        shared.sa_epoch_published.send_replace(new);
+        want = plan::want(me, new, &peers, &keys);
+    }
     let lines = plan::diff(me, port, &want, &states, &policies, keep_extra);
     if !lines.is_empty() {
         tracing::info!(
@@ -86,6 +122,7 @@ pub fn reconcile(
         );
         xfrm::apply(&lines)?;
     }
+    epoch.programmed(want.outbound(me));
     shared.set_verified("crypto:none", vnis.is_empty() && !keep_extra);
     Ok(())
 }

@@ -42,6 +42,9 @@ pub struct Shared {
     pub dns_rebuild: std::sync::Mutex<()>,
     /// Changes for `GET /v1/events` (drift repaired here, the rest by the daemon and watcher).
     pub events: crate::events::Events,
+    /// The epoch of the SAs this node sends with, and its publication to gossip.
+    pub sa_epoch: std::sync::Mutex<crate::crypto::epoch::SaEpoch>,
+    pub sa_epoch_published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {

@@ -33,19 +33,24 @@ impl Store {
     }
 
     pub fn save(&self, state: &DesiredState) -> Result<()> {
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
-        let path = self.dir.join(FILE);
         let bytes = serde_json::to_vec_pretty(state).context("serializing state")?;
-        {
-            let mut f =
-                File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-        File::open(&self.dir)?.sync_all()?;
-        Ok(())
+        write_atomic(&self.dir, FILE, &bytes)
     }
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash at any point leaves the old or the new
+/// content, both complete.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    {
+        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 #[cfg(test)]
