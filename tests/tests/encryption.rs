@@ -19,6 +19,11 @@ const SECURE_SUBNET: &str = "10.233.1.0/24";
 const PLAIN_SUBNET: &str = "10.233.2.0/24";
 const VIP: &str = "10.233.1.250";
 const SVC_PORT: u16 = 8080;
+/// An encrypted ingress network (published ports).
+const INGRESS_VNI: u32 = 4303;
+const INGRESS_SUBNET: &str = "10.233.3.0/24";
+const INGRESS_VIP: &str = "10.233.3.250";
+const PUBLISHED: u16 = 30090;
 const K1: &str = "netd-tests-esp-key-one-0123456789";
 const K2: &str = "netd-tests-esp-key-two-0123456789";
 /// Underlay MTU 1500 - VXLAN 50 - ESP 40.
@@ -211,7 +216,8 @@ fn encryption_keys_are_validated() {
 
 /// Before keys: nothing of the encrypted network leaves in clear. With keys: the underlay
 /// carries only ESP for it (container traffic and VIP-balanced traffic), cleartext VXLAN for
-/// the plain one; forged cleartext VXLAN of the encrypted VNI is dropped on arrival.
+/// the plain one; forged cleartext VXLAN of the encrypted VNI is dropped on arrival; a
+/// published port on an encrypted ingress network is encrypted between nodes too.
 #[test]
 #[ignore = "needs a kernel with ESP/GCM: run by the kernel-VM tier (scripts/kernel-vm/tier.sh)"]
 fn underlay_carries_only_esp_for_the_encrypted_network() {
@@ -363,6 +369,36 @@ fn underlay_carries_only_esp_for_the_encrypted_network() {
         v2["drop_rules"]["dropped_in_packets"].as_u64().unwrap_or(0) > 0,
         "{v2}"
     );
+
+    // A published port on an encrypted ingress network: a client on the underlay reaches the
+    // task on n2 through n1's port, and the n1 -> n2 leg carries only ESP.
+    r.cluster.create_network(
+        "ingress",
+        &json!({"subnet": INGRESS_SUBNET, "vni": INGRESS_VNI, "ingress": true, "encrypted": true}),
+    );
+    let published = r.cluster.container();
+    let svc = json!({"service": {"name": "pub", "id": "pub", "vip": INGRESS_VIP,
+        "endpoint_mode": "vip", "ports": [{"protocol": "tcp", "target_port": SVC_PORT,
+        "published_port": PUBLISHED}]}});
+    let published_ep = n2.attach(&published, "ingress", "eth0", Some(svc));
+    let _published_server = EchoServer::start(&published.name, published_ep.ip, SVC_PORT).unwrap();
+    let via_n1 = || -> Result<(), String> {
+        let mut s =
+            connect_in(r.cluster.client_ns(), n1.addr, PUBLISHED).map_err(|e| format!("{e:#}"))?;
+        echo_roundtrip(&mut s, b"published and encrypted").map_err(|e| format!("{e:#}"))
+    };
+    eventually(CONVERGE, "published port through n1", via_n1);
+    let cap = r.capture(1, "ingress");
+    for _ in 0..3 {
+        via_n1().unwrap();
+    }
+    let out = cap.finish();
+    assert_eq!(
+        vxlan_of(&out, INGRESS_VNI),
+        0,
+        "cleartext VXLAN of the encrypted ingress network:\n{out}"
+    );
+    assert!(count_esp(&out) >= 6, "too little ESP for ingress:\n{out}");
 }
 
 /// Sends ICMP to `target` from the client (underlay host, not a node) inside cleartext VXLAN
