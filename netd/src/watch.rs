@@ -21,7 +21,7 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
         }
         last_fp = fp;
         d.gossip.acknowledge_claims().await;
-        let view = d.gossip.view().await;
+        let mut view = d.gossip.view().await;
         let per_net = |v: &crate::gossip::ClusterView| {
             let mut m: BTreeMap<
                 String,
@@ -34,24 +34,32 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             }
             m
         };
-        let (old, records_changed, peers_changed) = {
-            let current = d.shared.view.read().expect("view lock");
-            emit_changes(&d.shared.events, &current, &view);
-            (
-                per_net(&current),
-                current.endpoints != view.endpoints,
-                crate::reconcile::crypto::peers(&current) != crate::reconcile::crypto::peers(&view),
-            )
-        };
+        let current = d.shared.view.read().expect("view lock").clone();
+        emit_changes(&d.shared.events, &current, &view);
+        let old = per_net(&current);
+        let changes = crate::gossip::endpoint_changes(&current, &view);
+        let records_changed = !changes.is_empty();
+        let peers_changed =
+            crate::reconcile::crypto::peers(&current) != crate::reconcile::crypto::peers(&view);
+        view.generation = current.generation + u64::from(records_changed);
+        drop(current);
         if peers_changed {
             // SAs and policies follow the set of live nodes.
             d.reconciler.request(Scope::Crypto);
         }
         let new = per_net(&view);
         if records_changed {
+            // The changes first: a pass that sees the view finds how it came about.
+            d.shared
+                .view_changes
+                .lock()
+                .expect("view changes lock")
+                .push(view.generation, changes);
             d.shared.rebuild_dns(Some(view));
+            // Service backends (any record field may matter: address, service, drained).
+            d.reconciler.request(Scope::Lb);
         } else {
-            *d.shared.view.write().expect("view lock") = view;
+            *d.shared.view.write().expect("view lock") = Arc::new(view);
         }
         let changed: BTreeSet<&String> = old
             .keys()

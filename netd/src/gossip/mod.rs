@@ -31,6 +31,63 @@ pub struct ClusterView {
     pub peers: Vec<PeerView>,
     /// Endpoints of live nodes other than this one.
     pub endpoints: Vec<RemoteEndpointView>,
+    /// Number of this view among those the gossip watcher published (it counts views whose
+    /// endpoints changed; see [`ViewChanges`]); 0 for a view made otherwise.
+    pub generation: u64,
+}
+
+/// A remote endpoint that changed between two views: before and after (None: absent).
+pub type EndpointChange = (Option<RemoteEndpointView>, Option<RemoteEndpointView>);
+
+/// The endpoint changes of the last views published, for what follows the view change by
+/// change instead of re-reading all of it (the LB): entry `g` leads from view `g - 1` to `g`.
+#[derive(Debug, Default)]
+pub struct ViewChanges {
+    log: std::collections::VecDeque<(u64, Arc<Vec<EndpointChange>>)>,
+}
+
+impl ViewChanges {
+    /// Views remembered; a consumer further behind re-reads the whole view.
+    const KEEP: usize = 256;
+
+    pub fn push(&mut self, generation: u64, changes: Vec<EndpointChange>) {
+        if self.log.len() == Self::KEEP {
+            self.log.pop_front();
+        }
+        self.log.push_back((generation, Arc::new(changes)));
+    }
+
+    /// The changes from view `from` to view `to`, if all are still known.
+    pub fn between(&self, from: u64, to: u64) -> Option<Vec<Arc<Vec<EndpointChange>>>> {
+        if to < from {
+            return None;
+        }
+        let out: Vec<_> = self
+            .log
+            .iter()
+            .filter(|(g, _)| *g > from && *g <= to)
+            .map(|(_, c)| c.clone())
+            .collect();
+        (out.len() as u64 == to - from).then_some(out)
+    }
+}
+
+/// The endpoint changes from `old` to `new` (endpoints by node, network and id).
+pub fn endpoint_changes(old: &ClusterView, new: &ClusterView) -> Vec<EndpointChange> {
+    fn key(e: &RemoteEndpointView) -> (&str, &str, &str) {
+        (&e.node, &e.network, &e.id)
+    }
+    let mut was: std::collections::HashMap<_, &RemoteEndpointView> =
+        old.endpoints.iter().map(|e| (key(e), e)).collect();
+    let mut out = Vec::new();
+    for e in &new.endpoints {
+        match was.remove(&key(e)) {
+            Some(o) if o == e => {}
+            o => out.push((o.cloned(), Some(e.clone()))),
+        }
+    }
+    out.extend(was.into_values().map(|o| (Some(o.clone()), None)));
+    out
 }
 
 impl ClusterView {

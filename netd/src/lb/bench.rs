@@ -7,13 +7,14 @@
 //! The process moves itself into the LB cgroup for the connect measurements (and back).
 
 use super::ebpf::EbpfLb;
-use super::model::{Backend, Frontend, LbModel, Proto, Service};
+use super::model::{Backend, Frontend, LbIndex, LbModel, Proto, Service};
 use super::LoadBalancer;
 use crate::api::types::{
     EndpointMode, PortSpec, Protocol, PublishMode, RemoteEndpointView, ServiceSpec,
 };
 use crate::gossip::ClusterView;
 use crate::state::DesiredState;
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -122,8 +123,8 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
     (
         d,
         ClusterView {
-            peers: vec![],
             endpoints,
+            ..ClusterView::default()
         },
     )
 }
@@ -186,11 +187,11 @@ fn lb_scale_bench() {
     let (desired, view) = view(n_big, per);
     let rss_view = rss_kib();
     let t = Instant::now();
-    let want = LbModel::build(&desired, &view);
+    let mut index = LbIndex::build(&desired, &view);
     let build = t.elapsed();
     let rss_model = rss_kib();
     let t = Instant::now();
-    lb.apply(&want).unwrap();
+    lb.apply(&index.model).unwrap();
     let program = t.elapsed();
     assert_eq!(lb.current().services.len(), n_big as usize);
     let rss = rss_kib();
@@ -202,7 +203,7 @@ fn lb_scale_bench() {
     );
     let mib = |k: u64| k as f64 / 1024.0;
     println!(
-        "RSS at {n_big} x {per}: {:.1} MiB = start {:.1} + cluster view {:.1} + LB model {:.1} + LB state {:.1}",
+        "RSS at {n_big} x {per}: {:.1} MiB = start {:.1} + cluster view {:.1} + LB model (with its index) {:.1} + LB state {:.1}",
         mib(rss),
         mib(rss0),
         mib(rss_view - rss0),
@@ -210,47 +211,91 @@ fn lb_scale_bench() {
         mib(rss - rss_model)
     );
 
-    // 2. One backend change until it is in the maps: a reconcile pass (model build + apply)
-    // and the apply alone.
-    let mut want = want;
+    // 2. One backend change (a task's address) until it is in the maps: the incremental
+    // reconcile pass (model updated from the endpoint change, the changed frontend applied),
+    // there and back; and, for some, the full pass (model from the whole view + apply).
     let mut view = view;
-    let (mut pass, mut alone) = (Vec::new(), Vec::new());
-    for i in 0..env("LB_BENCH_CHANGES", 200) as u32 {
+    let (mut pass, mut full) = (Vec::new(), Vec::new());
+    let mut delta = |index: &mut LbIndex,
+                     lb: &mut EbpfLb,
+                     old: &RemoteEndpointView,
+                     new: &RemoteEndpointView| {
+        let t = Instant::now();
+        let mut dirty = BTreeSet::new();
+        index.set_locals(&desired, &mut dirty);
+        index.change_remote(Some(old), Some(new), &mut dirty);
+        index.finish(&dirty);
+        lb.apply_changed(&index.model, &dirty).unwrap();
+        pass.push(t.elapsed());
+    };
+    let changes = env("LB_BENCH_CHANGES", 200) as u32;
+    for i in 0..changes {
         let k = (i.wrapping_mul(7919) % (n_big * per)) as usize;
-        let new_ip = Ipv4Addr::from(0x0b00_0001 + i);
         let fe = Frontend {
             vip: vip(k as u32 / per),
             port: 80,
             proto: Proto::Tcp,
         };
-        let old = view.endpoints[k].ip;
-        view.endpoints[k].ip = new_ip;
-        let t = Instant::now();
-        let w = LbModel::build(&desired, &view);
-        lb.apply(&w).unwrap();
-        pass.push(t.elapsed());
-        // Back, through the apply alone.
-        let s = want.services.get_mut(&fe).unwrap();
-        s.backends.remove(&Backend {
-            ip: new_ip,
-            port: 80,
-        });
-        s.backends.remove(&Backend { ip: old, port: 80 });
-        s.backends.insert(Backend { ip: old, port: 80 });
-        view.endpoints[k].ip = old;
-        let t = Instant::now();
-        lb.apply(&want).unwrap();
-        alone.push(t.elapsed());
+        let old = view.endpoints[k].clone();
+        let mut new = old.clone();
+        new.ip = Ipv4Addr::from(0x0b00_0001 + i);
+        delta(&mut index, &mut lb, &old, &new);
+        let b = |ip| Backend { ip, port: 80 };
+        let programmed = &lb.current().services[&fe].backends;
+        assert!(programmed.contains(&b(new.ip)) && !programmed.contains(&b(old.ip)));
+        if i.is_multiple_of(10) {
+            view.endpoints[k] = new.clone();
+            let t = Instant::now();
+            let w = LbModel::build(&desired, &view);
+            lb.apply(&w).unwrap();
+            full.push(t.elapsed());
+            view.endpoints[k] = old.clone();
+        }
+        delta(&mut index, &mut lb, &new, &old);
     }
+    assert_eq!(
+        lb.current(),
+        LbModel::build(&desired, &view).services.into_iter().fold(
+            LbModel::default(),
+            |mut m, (fe, s)| {
+                m.services.insert(
+                    fe,
+                    Service {
+                        drained: Default::default(),
+                        ..s
+                    },
+                );
+                m
+            }
+        )
+    );
     println!(
-        "one backend change until in the maps: reconcile pass p50 {:.2} ms p99 {:.2} ms; apply alone p50 {:.2} ms p99 {:.2} ms",
+        "one backend change until in the maps: incremental reconcile pass p50 {:.2} ms p99 {:.2} ms ({} changes); full pass p50 {:.2} ms p99 {:.2} ms ({})",
         pct(&mut pass, 0.5).as_secs_f64() * 1e3,
         pct(&mut pass, 0.99).as_secs_f64() * 1e3,
-        pct(&mut alone, 0.5).as_secs_f64() * 1e3,
-        pct(&mut alone, 0.99).as_secs_f64() * 1e3
+        pass.len(),
+        pct(&mut full, 0.5).as_secs_f64() * 1e3,
+        pct(&mut full, 0.99).as_secs_f64() * 1e3,
+        full.len()
     );
+    // What the gossip watcher does before: the endpoint changes between two views (O(view)).
+    let mut other = view.clone();
+    let mut diff = Vec::new();
+    for i in 0..5 {
+        other.endpoints[i * 7919].ip = Ipv4Addr::new(11, 0, 0, 1);
+        let t = Instant::now();
+        let c = crate::gossip::endpoint_changes(&view, &other);
+        diff.push(t.elapsed());
+        assert_eq!(c.len(), i + 1);
+    }
+    println!(
+        "endpoint changes between two views of {} endpoints (gossip watcher): p50 {:.2} ms",
+        view.endpoints.len(),
+        pct(&mut diff, 0.5).as_secs_f64() * 1e3
+    );
+    drop(other);
     drop(view);
-    drop(want);
+    drop(index);
 
     // 3. Connect latency with 1, 10k and 30k services (one local backend each).
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();
