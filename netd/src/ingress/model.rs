@@ -301,7 +301,7 @@ mod tests {
             vtep: Ipv4Addr::new(192, 168, 0, 2),
             name: "t".into(),
             aliases: vec![],
-            service: s,
+            service: s.map(std::sync::Arc::new),
             service_disabled: disabled,
         }
     }

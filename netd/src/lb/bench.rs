@@ -12,7 +12,8 @@ use super::LoadBalancer;
 use crate::api::types::{
     EndpointMode, PortSpec, Protocol, PublishMode, RemoteEndpointView, ServiceSpec,
 };
-use crate::gossip::ClusterView;
+use crate::gossip::record::EndpointRecord;
+use crate::gossip::{ClusterView, ViewInterner};
 use crate::state::DesiredState;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -90,6 +91,7 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
         serde_json::from_str(r#"{"subnet":"10.0.0.0/8","vni":4999}"#).unwrap(),
     );
     let mut endpoints = Vec::with_capacity((n * per) as usize);
+    let mut interner = ViewInterner::default();
     for s in 0..n {
         let spec = ServiceSpec {
             name: format!("svc{s}"),
@@ -106,20 +108,22 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
         };
         for b in 0..per {
             let k = s * per + b;
-            endpoints.push(RemoteEndpointView {
-                id: format!("ep{k}"),
-                node: format!("n{}", k % 16),
-                network: "bench".into(),
+            // As `Gossip::view` makes it from the records (names and specs shared).
+            let rec = EndpointRecord {
                 ip: Ipv4Addr::from(0x0a00_0001 + k),
                 mac: "02:00:00:00:00:01".into(),
                 vtep: Ipv4Addr::new(192, 168, 0, (k % 16) as u8 + 2),
                 name: format!("svc{s}.{b}"),
                 aliases: vec![],
                 service: Some(spec.clone()),
-                service_disabled: false,
-            });
+                disabled: false,
+            };
+            let node = format!("n{}", k % 16);
+            endpoints.push(interner.endpoint(&node, "bench", &format!("ep{k}"), rec));
         }
     }
+    // In the order of `Gossip::view`: by node, then by key.
+    endpoints.sort_unstable_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
     (
         d,
         ClusterView {
@@ -231,12 +235,12 @@ fn lb_scale_bench() {
     let changes = env("LB_BENCH_CHANGES", 200) as u32;
     for i in 0..changes {
         let k = (i.wrapping_mul(7919) % (n_big * per)) as usize;
+        let old = view.endpoints[k].clone();
         let fe = Frontend {
-            vip: vip(k as u32 / per),
+            vip: old.service.as_ref().and_then(|s| s.vip).unwrap(),
             port: 80,
             proto: Proto::Tcp,
         };
-        let old = view.endpoints[k].clone();
         let mut new = old.clone();
         new.ip = Ipv4Addr::from(0x0b00_0001 + i);
         delta(&mut index, &mut lb, &old, &new);

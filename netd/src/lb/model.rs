@@ -147,6 +147,7 @@ pub struct LbIndex {
     /// The claims of local endpoints, as last added.
     locals: Vec<(Frontend, Member)>,
     names: HashSet<Arc<str>>,
+    last_name: Option<Arc<str>>,
     /// The model. Kept up to date by `finish`; callers may add frontends of their own (see
     /// [`Linger::apply_delta`]), which the next `finish` of that frontend replaces.
     pub model: LbModel,
@@ -160,13 +161,57 @@ impl LbIndex {
         };
         let mut dirty = BTreeSet::new();
         ix.set_locals(desired, &mut dirty);
+        // The remote claims in bulk (what `change_remote` does one by one): MAC counts sorted
+        // once instead of a map update per claim.
+        let mut macs: Vec<(Ipv4Addr, [u8; 6])> = Vec::new();
+        let mut claims = Vec::new();
         for e in &view.endpoints {
-            ix.change_remote(None, Some(e), &mut dirty);
+            if !ix.networks.contains(&*e.network) {
+                continue;
+            }
+            claims.clear();
+            let svc = e.service.as_deref();
+            ix.claims(
+                &e.network,
+                e.ip,
+                svc,
+                e.service_disabled,
+                &e.mac,
+                false,
+                &mut claims,
+            );
+            for (fe, m) in claims.drain(..) {
+                if let Some(mac) = m.mac {
+                    macs.push((m.ip, mac));
+                }
+                ix.members.entry(fe).or_default().push(m);
+            }
         }
-        for v in ix.members.values_mut() {
+        for (k, n) in std::mem::take(&mut ix.mac_refs) {
+            macs.extend(std::iter::repeat_n(k, n as usize));
+        }
+        macs.sort_unstable();
+        let mut refs: Vec<((Ipv4Addr, [u8; 6]), u32)> = Vec::new();
+        for k in macs {
+            match refs.last_mut() {
+                Some((last, n)) if *last == k => *n += 1,
+                _ => refs.push((k, 1)),
+            }
+        }
+        ix.model.macs = BTreeMap::new();
+        for ((ip, mac), _) in &refs {
+            // The smallest MAC of an address comes first.
+            ix.model.macs.entry(*ip).or_insert(*mac);
+        }
+        ix.mac_refs = refs.into_iter().collect();
+        let mut services = Vec::with_capacity(ix.members.len());
+        for (fe, v) in ix.members.iter_mut() {
             v.shrink_to_fit();
+            if let Some(s) = service_of(fe, v) {
+                services.push((*fe, s));
+            }
         }
-        ix.finish(&dirty);
+        ix.model.services = services.into_iter().collect();
         ix
     }
 
@@ -177,7 +222,11 @@ impl LbIndex {
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.last_name.as_ref().filter(|a| ***a == *s) {
+            return a.clone();
+        }
         if let Some(a) = self.names.get(s) {
+            self.last_name = Some(a.clone());
             return a.clone();
         }
         let a: Arc<str> = Arc::from(s);
@@ -185,7 +234,8 @@ impl LbIndex {
         a
     }
 
-    /// The frontends an endpoint claims.
+    /// The frontends an endpoint claims, added to `out`.
+    #[allow(clippy::too_many_arguments)]
     fn claims(
         &mut self,
         network: &str,
@@ -194,14 +244,13 @@ impl LbIndex {
         disabled: bool,
         mac: &str,
         local: bool,
-    ) -> Vec<(Frontend, Member)> {
-        let Some(svc) = svc else { return Vec::new() };
+        out: &mut Vec<(Frontend, Member)>,
+    ) {
+        let Some(svc) = svc else { return };
         if svc.endpoint_mode != EndpointMode::Vip {
-            return Vec::new(); // dnsrr: no VIP, nothing to balance
+            return; // dnsrr: no VIP, nothing to balance
         }
-        let Some(vip) = svc.vip else {
-            return Vec::new();
-        };
+        let Some(vip) = svc.vip else { return };
         let member = Member {
             network: self.intern(network),
             ip,
@@ -209,20 +258,17 @@ impl LbIndex {
             disabled,
             mac: crate::kernel::neigh::parse_mac(mac),
         };
-        svc.ports
-            .iter()
-            .map(|p| {
-                let fe = Frontend {
-                    vip,
-                    port: p.target_port,
-                    proto: match p.protocol {
-                        Protocol::Tcp => Proto::Tcp,
-                        Protocol::Udp => Proto::Udp,
-                    },
-                };
-                (fe, member.clone())
-            })
-            .collect()
+        out.extend(svc.ports.iter().map(|p| {
+            let fe = Frontend {
+                vip,
+                port: p.target_port,
+                proto: match p.protocol {
+                    Protocol::Tcp => Proto::Tcp,
+                    Protocol::Udp => Proto::Udp,
+                },
+            };
+            (fe, member.clone())
+        }));
     }
 
     fn add(&mut self, fe: Frontend, m: Member, dirty: &mut BTreeSet<Frontend>) {
@@ -268,14 +314,9 @@ impl LbIndex {
     pub fn set_locals(&mut self, desired: &DesiredState, dirty: &mut BTreeSet<Frontend>) {
         let mut new = Vec::new();
         for e in desired.endpoints.values() {
-            new.extend(self.claims(
-                &e.spec.network,
-                e.ip,
-                e.spec.service.as_ref(),
-                e.service_disabled,
-                &e.mac,
-                true,
-            ));
+            let svc = e.spec.service.as_ref();
+            let n = &e.spec.network;
+            self.claims(n, e.ip, svc, e.service_disabled, &e.mac, true, &mut new);
         }
         if new != self.locals {
             for (fe, m) in std::mem::take(&mut self.locals) {
@@ -303,16 +344,14 @@ impl LbIndex {
         new: Option<&RemoteEndpointView>,
         dirty: &mut BTreeSet<Frontend>,
     ) {
-        let claims = |ix: &mut LbIndex, e: Option<&RemoteEndpointView>| match e {
-            Some(e) if ix.networks.contains(&*e.network) => ix.claims(
-                &e.network,
-                e.ip,
-                e.service.as_ref(),
-                e.service_disabled,
-                &e.mac,
-                false,
-            ),
-            _ => Vec::new(),
+        let claims = |ix: &mut LbIndex, e: Option<&RemoteEndpointView>| {
+            let mut out = Vec::new();
+            if let Some(e) = e.filter(|e| ix.networks.contains(&*e.network)) {
+                let svc = e.service.as_deref();
+                let n = &e.network;
+                ix.claims(n, e.ip, svc, e.service_disabled, &e.mac, false, &mut out);
+            }
+            out
         };
         let (was, is) = (claims(self, old), claims(self, new));
         if was == is {
@@ -497,7 +536,7 @@ mod tests {
             vtep: Ipv4Addr::new(192, 168, 0, 2),
             name: "t".into(),
             aliases: vec![],
-            service: Some(s),
+            service: Some(Arc::new(s)),
             service_disabled: disabled,
         }
     }
@@ -611,14 +650,14 @@ mod tests {
         };
         RemoteEndpointView {
             id: format!("e{}", r(12)),
-            node: format!("n{}", r(3)),
+            node: format!("n{}", r(3)).into(),
             network: ["web", "db", "elsewhere"][r(3) as usize].into(),
             ip: Ipv4Addr::new(10, 1, 0, 2 + r(8) as u8),
             mac: ["", "02:00:00:00:00:01", "02:00:00:00:00:02"][r(3) as usize].into(),
             vtep: Ipv4Addr::new(192, 168, 0, 2),
             name: "t".into(),
             aliases: vec![],
-            service,
+            service: service.map(Arc::new),
             service_disabled: r(4) == 0,
         }
     }
@@ -660,16 +699,16 @@ mod tests {
                 let id = format!("l{}", x % 3);
                 if x.is_multiple_of(5) {
                     d.endpoints.remove(&id);
-                } else if e.network != "elsewhere" {
+                } else if &*e.network != "elsewhere" {
                     let spec = EndpointSpec {
-                        network: e.network.clone(),
+                        network: e.network.to_string(),
                         netns: format!("/run/netns/{id}").into(),
                         ifname: "eth0".into(),
                         ip: None,
                         mac: None,
                         name: id.clone(),
                         aliases: vec![],
-                        service: e.service.clone(),
+                        service: e.service.as_deref().cloned(),
                         labels: BTreeMap::new(),
                     };
                     let local = crate::state::LocalEndpoint {
