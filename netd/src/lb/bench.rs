@@ -1,8 +1,10 @@
 //! Scale benchmark of the eBPF LB (run by `scripts/bench/lb.sh`; ignored by `cargo test`, needs
 //! root, a cgroup v2 mount and bpffs): map programming time for 10k services x 10 backends
 //! (from the cluster view, as a reconcile pass does it, and the map writes alone), one backend
-//! change until the maps show it (p99), process RSS at 10k x 10, and p99 connect latency
-//! through a VIP with 1, 10k and 30k services programmed.
+//! change until the maps show it (p99: the incremental reconcile pass, and the full one), process
+//! RSS at 10k x 10 (cluster view, LB model with its index, LB state, then with chitchat's copy of
+//! the records, which a netd also holds), and p99 connect latency through a VIP with 1, 10k and
+//! 30k services programmed.
 //!
 //! The process moves itself into the LB cgroup for the connect measurements (and back).
 
@@ -133,6 +135,53 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
     )
 }
 
+/// What chitchat holds for the records of `view` (each node keeps every node's records): a
+/// chitchat instance (loopback, no peers) started with them as its own key-values, which are
+/// stored as a remote node's are (`NodeState`). Returns it (to keep it) and its runtime.
+fn chitchat_with(view: &ClusterView) -> (tokio::runtime::Runtime, chitchat::ChitchatHandle) {
+    let kvs: Vec<(String, String)> = view
+        .endpoints
+        .iter()
+        .map(|e| {
+            let rec = EndpointRecord {
+                ip: e.ip,
+                mac: e.mac.clone(),
+                vtep: e.vtep,
+                name: e.name.clone(),
+                aliases: e.aliases.clone(),
+                service: e.service.as_deref().cloned(),
+                disabled: e.service_disabled,
+            };
+            let v = serde_json::to_string(&rec).unwrap();
+            (crate::gossip::record::endpoint_key(&e.network, &e.id), v)
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = chitchat::ChitchatConfig {
+        chitchat_id: chitchat::ChitchatId::new("bench".to_string(), 1, addr),
+        cluster_id: "bench".into(),
+        gossip_interval: Duration::from_secs(3600),
+        listen_addr: addr,
+        seed_nodes: vec![],
+        failure_detector_config: chitchat::FailureDetectorConfig::default(),
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+    };
+    let h = rt
+        .block_on(chitchat::spawn_chitchat(
+            config,
+            kvs,
+            &chitchat::transport::UdpTransport,
+        ))
+        .unwrap();
+    (rt, h)
+}
+
 /// Moves this process into `cg`; returns the cgroup it was in.
 fn enter_cgroup(cg: &Path) -> PathBuf {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
@@ -213,6 +262,16 @@ fn lb_scale_bench() {
         mib(rss_view - rss0),
         mib(rss_model - rss_view),
         mib(rss - rss_model)
+    );
+
+    // What a netd also holds: chitchat's copy of the records (the JSON values by key).
+    let chitchat = chitchat_with(&view);
+    let rss_cc = rss_kib();
+    println!(
+        "RSS with chitchat's copy of the {} records: {:.1} MiB (+{:.1})",
+        view.endpoints.len(),
+        mib(rss_cc),
+        mib(rss_cc.saturating_sub(rss))
     );
 
     // 2. One backend change (a task's address) until it is in the maps: the incremental
@@ -300,6 +359,8 @@ fn lb_scale_bench() {
     drop(other);
     drop(view);
     drop(index);
+    let (rt, h) = chitchat;
+    rt.block_on(h.shutdown()).unwrap();
 
     // 3. Connect latency with 1, 10k and 30k services (one local backend each).
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();

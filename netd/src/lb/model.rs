@@ -163,28 +163,32 @@ impl LbIndex {
         ix.set_locals(desired, &mut dirty);
         // The remote claims in bulk (what `change_remote` does one by one): MAC counts sorted
         // once instead of a map update per claim.
-        let mut macs: Vec<(Ipv4Addr, [u8; 6])> = Vec::new();
-        let mut claims = Vec::new();
+        // Claims sorted by frontend, then grouped (the view is in gossip order, by node: a
+        // map update per claim would jump between frontends).
+        let mut claims = Vec::with_capacity(view.endpoints.len());
         for e in &view.endpoints {
             if !ix.networks.contains(&*e.network) {
                 continue;
             }
-            claims.clear();
-            let svc = e.service.as_deref();
-            ix.claims(
-                &e.network,
-                e.ip,
-                svc,
-                e.service_disabled,
-                &e.mac,
-                false,
-                &mut claims,
-            );
-            for (fe, m) in claims.drain(..) {
-                if let Some(mac) = m.mac {
-                    macs.push((m.ip, mac));
-                }
-                ix.members.entry(fe).or_default().push(m);
+            let (svc, n) = (e.service.as_deref(), &e.network);
+            ix.claims(n, e.ip, svc, e.service_disabled, &e.mac, false, &mut claims);
+        }
+        claims.sort_unstable_by_key(|(fe, _)| *fe);
+        let mut macs: Vec<(Ipv4Addr, [u8; 6])> = claims
+            .iter()
+            .filter_map(|(_, m)| Some((m.ip, m.mac?)))
+            .collect();
+        let mut claims = claims.into_iter().peekable();
+        while let Some((fe, m)) = claims.next() {
+            let mut group = vec![m];
+            while let Some((_, m)) = claims.next_if(|(f, _)| *f == fe) {
+                group.push(m);
+            }
+            let v = ix.members.entry(fe).or_default();
+            if v.is_empty() {
+                *v = group;
+            } else {
+                v.extend(group);
             }
         }
         for (k, n) in std::mem::take(&mut ix.mac_refs) {

@@ -1,6 +1,7 @@
 //! Service VIP load balancing, from the desired state and the cluster view (see `crate::lb`).
-//! Runs on the reconcile thread after every pass; cheap when nothing changed (the model is
-//! compared with what is programmed, and only differing services are touched).
+//! Runs on the reconcile thread in every pass, and alone (`Scope::Lb`) after a gossip change;
+//! cheap when nothing changed: the model follows the endpoint changes and only the services
+//! they touch are looked at (see [`reconcile`]).
 
 use super::Shared;
 use crate::gossip::ClusterView;
