@@ -137,8 +137,12 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
 
 /// What chitchat holds for the records of `view` (each node keeps every node's records): a
 /// chitchat instance (loopback, no peers) started with them as its own key-values, which are
-/// stored as a remote node's are (`NodeState`). Returns it (to keep it) and its runtime.
-fn chitchat_with(view: &ClusterView) -> (tokio::runtime::Runtime, chitchat::ChitchatHandle) {
+/// stored as a remote node's are (`NodeState`). Returns it (to keep it) and its runtime, and
+/// how long making a view from those records takes (what `Gossip::view` does on every gossip
+/// change: parse every record).
+fn chitchat_with(
+    view: &ClusterView,
+) -> (tokio::runtime::Runtime, chitchat::ChitchatHandle, Duration) {
     let kvs: Vec<(String, String)> = view
         .endpoints
         .iter()
@@ -156,6 +160,20 @@ fn chitchat_with(view: &ClusterView) -> (tokio::runtime::Runtime, chitchat::Chit
             (crate::gossip::record::endpoint_key(&e.network, &e.id), v)
         })
         .collect();
+    let t = Instant::now();
+    let mut interner = ViewInterner::default();
+    let parsed: Vec<RemoteEndpointView> = kvs
+        .iter()
+        .zip(&view.endpoints)
+        .map(|((k, v), e)| {
+            let (network, id) = crate::gossip::record::parse_endpoint_key(k).unwrap();
+            let rec: EndpointRecord = serde_json::from_str(v).unwrap();
+            interner.endpoint(&e.node, network, id, rec)
+        })
+        .collect();
+    let parse = t.elapsed();
+    assert_eq!(parsed.len(), view.endpoints.len());
+    drop(parsed);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -179,7 +197,7 @@ fn chitchat_with(view: &ClusterView) -> (tokio::runtime::Runtime, chitchat::Chit
             &chitchat::transport::UdpTransport,
         ))
         .unwrap();
-    (rt, h)
+    (rt, h, parse)
 }
 
 /// Moves this process into `cg`; returns the cgroup it was in.
@@ -352,14 +370,15 @@ fn lb_scale_bench() {
         assert_eq!(c.len(), i + 1);
     }
     println!(
-        "endpoint changes between two views of {} endpoints (gossip watcher): p50 {:.2} ms",
+        "gossip watcher per change, O(view): view from the {} records {:.1} ms, endpoint changes between two views p50 {:.2} ms",
         view.endpoints.len(),
+        chitchat.2.as_secs_f64() * 1e3,
         pct(&mut diff, 0.5).as_secs_f64() * 1e3
     );
     drop(other);
     drop(view);
     drop(index);
-    let (rt, h) = chitchat;
+    let (rt, h, _) = chitchat;
     rt.block_on(h.shutdown()).unwrap();
 
     // 3. Connect latency with 1, 10k and 30k services (one local backend each).
