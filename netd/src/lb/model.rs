@@ -314,8 +314,9 @@ impl LbIndex {
         };
     }
 
-    /// Takes the local endpoints (and containers) of `desired` (few: compared as a whole).
-    pub fn set_locals(&mut self, desired: &DesiredState, dirty: &mut BTreeSet<Frontend>) {
+    /// Takes the local endpoints (and containers) of `desired` (few: compared as a whole);
+    /// returns whether the containers (`model.clients`) changed.
+    pub fn set_locals(&mut self, desired: &DesiredState, dirty: &mut BTreeSet<Frontend>) -> bool {
         let mut new = Vec::new();
         for e in desired.endpoints.values() {
             let svc = e.spec.service.as_ref();
@@ -338,7 +339,9 @@ impl LbIndex {
                 .or_default()
                 .insert(e.spec.network.clone());
         }
+        let changed = clients != self.model.clients;
         self.model.clients = clients;
+        changed
     }
 
     /// One remote endpoint changed from `old` to `new` (None: absent).

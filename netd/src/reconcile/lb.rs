@@ -29,6 +29,8 @@ struct State {
     exact: bool,
     /// Services whose last task was deleted, kept refusing for `lb_service_linger_ms`.
     linger: Linger,
+    /// The last apply failed (the next pass applies everything again).
+    failed: bool,
 }
 
 /// LB failures are logged and retried on the next pass; they do not fail the API call that
@@ -82,7 +84,7 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
                     .between(st.generation, view.generation);
                 if let Some(changes) = changes {
                     let mut dirty = BTreeSet::new();
-                    st.index.set_locals(desired, &mut dirty);
+                    let clients_changed = st.index.set_locals(desired, &mut dirty);
                     for (old, new) in changes.iter().flat_map(|c| c.iter()) {
                         st.index
                             .change_remote(old.as_ref(), new.as_ref(), &mut dirty);
@@ -94,10 +96,17 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
                             .apply_delta(&mut st.index.model, &dirty, Instant::now(), ttl)
                     {
                         dirty.extend(expired);
-                        if dirty.is_empty() {
-                            return Ok(());
-                        }
-                        return lb.apply_changed(&st.index.model, &dirty);
+                        let r = if clients_changed || st.failed {
+                            // Backends that program each container (nftables) look at all
+                            // containers; a failed apply is retried as a whole.
+                            lb.apply(&st.index.model)
+                        } else if dirty.is_empty() {
+                            Ok(())
+                        } else {
+                            lb.apply_changed(&st.index.model, &dirty)
+                        };
+                        st.failed = r.is_err();
+                        return r;
                     }
                 }
             }
@@ -125,6 +134,7 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
         generation: view.generation,
         exact: !grace,
         linger,
+        failed: r.is_err(),
     });
     r?;
     for d in drift {
