@@ -70,6 +70,7 @@ impl Daemon {
             },
             desired: std::sync::RwLock::new(desired),
             view: std::sync::RwLock::new(Default::default()),
+            view_changes: Default::default(),
             started: Instant::now(),
             verified: Default::default(),
             dns_rebuild: Default::default(),
@@ -542,7 +543,7 @@ impl Daemon {
             networks: d.networks.len(),
             local_endpoints: d.endpoints.len(),
             remote_endpoints: v.endpoints.len(),
-            peers: v.peers,
+            peers: v.peers.clone(),
             gossip_key_tags: self.gossip.keyring.tags(),
             dns: {
                 let f = &self.shared.dns.shared.forwarder;

@@ -21,43 +21,41 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
         }
         last_fp = fp;
         d.gossip.acknowledge_claims().await;
-        let view = d.gossip.view().await;
-        let per_net = |v: &crate::gossip::ClusterView| {
-            let mut m: BTreeMap<
-                String,
-                BTreeSet<(std::net::Ipv4Addr, String, std::net::Ipv4Addr)>,
-            > = BTreeMap::new();
-            for e in &v.endpoints {
-                m.entry(e.network.clone())
-                    .or_default()
-                    .insert((e.ip, e.mac.clone(), e.vtep));
-            }
-            m
+        let mut view = d.gossip.view().await;
+        let current = d.shared.view.read().expect("view lock").clone();
+        let changes = crate::gossip::endpoint_changes(&current, &view);
+        emit_changes(&d.shared.events, &current, &view, &changes);
+        // Networks whose remote FDB/neighbor entries (address, MAC, VTEP) changed.
+        let fdb = |e: &Option<crate::api::types::RemoteEndpointView>| {
+            e.as_ref().map(|e| (e.ip, e.mac.clone(), e.vtep))
         };
-        let (old, records_changed, peers_changed) = {
-            let current = d.shared.view.read().expect("view lock");
-            emit_changes(&d.shared.events, &current, &view);
-            (
-                per_net(&current),
-                current.endpoints != view.endpoints,
-                crate::reconcile::crypto::peers(&current) != crate::reconcile::crypto::peers(&view),
-            )
-        };
+        let changed: BTreeSet<String> = changes
+            .iter()
+            .filter(|(o, n)| fdb(o) != fdb(n))
+            .flat_map(|(o, n)| o.iter().chain(n).map(|e| e.network.to_string()))
+            .collect();
+        let records_changed = !changes.is_empty();
+        let peers_changed =
+            crate::reconcile::crypto::peers(&current) != crate::reconcile::crypto::peers(&view);
+        view.generation = current.generation + u64::from(records_changed);
+        drop(current);
         if peers_changed {
             // SAs and policies follow the set of live nodes.
             d.reconciler.request(Scope::Crypto);
         }
-        let new = per_net(&view);
         if records_changed {
+            // The changes first: a pass that sees the view finds how it came about.
+            d.shared
+                .view_changes
+                .lock()
+                .expect("view changes lock")
+                .push(view.generation, changes);
             d.shared.rebuild_dns(Some(view));
+            // Service backends (any record field may matter: address, service, drained).
+            d.reconciler.request(Scope::Lb);
         } else {
-            *d.shared.view.write().expect("view lock") = view;
+            *d.shared.view.write().expect("view lock") = Arc::new(view);
         }
-        let changed: BTreeSet<&String> = old
-            .keys()
-            .chain(new.keys())
-            .filter(|n| old.get(*n) != new.get(*n))
-            .collect();
         let local: BTreeSet<String> = d
             .shared
             .desired
@@ -67,7 +65,7 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             .keys()
             .cloned()
             .collect();
-        for n in changed {
+        for n in &changed {
             if local.contains(n) {
                 d.reconciler.request(Scope::Remotes(n.clone()));
             }
@@ -110,8 +108,14 @@ pub async fn publish_sa_epoch(d: Arc<Daemon>) {
     }
 }
 
-/// Membership and remote endpoint changes between two views, as events.
-fn emit_changes(ev: &Events, old: &ClusterView, new: &ClusterView) {
+/// Membership and remote endpoint changes between two views, as events (`changes`: the
+/// endpoint changes from `old` to `new`).
+fn emit_changes(
+    ev: &Events,
+    old: &ClusterView,
+    new: &ClusterView,
+    changes: &[crate::gossip::EndpointChange],
+) {
     let peers = |v: &ClusterView| -> BTreeMap<String, bool> {
         v.peers.iter().map(|p| (p.node.clone(), p.live)).collect()
     };
@@ -132,12 +136,15 @@ fn emit_changes(ev: &Events, old: &ClusterView, new: &ClusterView) {
     for node in op.keys().filter(|n| !np.contains_key(*n)) {
         ev.emit("peer_left", None, node, "");
     }
-    let eps = |v: &ClusterView| -> BTreeMap<(String, String), (bool, String)> {
-        v.endpoints
+    // Endpoints by network and id (an endpoint that moved to another node is neither new nor
+    // gone), from the changed ones only.
+    let eps = |new: bool| -> BTreeMap<(&str, &str), (bool, String)> {
+        changes
             .iter()
+            .filter_map(|(o, n)| if new { n.as_ref() } else { o.as_ref() })
             .map(|e| {
                 (
-                    (e.network.clone(), e.id.clone()),
+                    (&*e.network, e.id.as_str()),
                     (
                         e.service_disabled,
                         format!("{} {} on {}", e.name, e.ip, e.node),
@@ -146,24 +153,24 @@ fn emit_changes(ev: &Events, old: &ClusterView, new: &ClusterView) {
             })
             .collect()
     };
-    let (oe, ne) = (eps(old), eps(new));
+    let (oe, ne) = (eps(false), eps(true));
     for ((net, id), (disabled, what)) in &ne {
-        match oe.get(&(net.clone(), id.clone())) {
-            None => ev.emit("remote_endpoint_joined", Some(net), id, what.clone()),
+        match oe.get(&(*net, *id)) {
+            None => ev.emit("remote_endpoint_joined", Some(net), *id, what.clone()),
             Some((was, _)) if was != disabled => {
                 let kind = if *disabled {
                     "remote_endpoint_drained"
                 } else {
                     "remote_endpoint_enabled"
                 };
-                ev.emit(kind, Some(net), id, what.clone());
+                ev.emit(kind, Some(net), *id, what.clone());
             }
             _ => {}
         }
     }
     for ((net, id), (_, what)) in &oe {
-        if !ne.contains_key(&(net.clone(), id.clone())) {
-            ev.emit("remote_endpoint_left", Some(net), id, what.clone());
+        if !ne.contains_key(&(*net, *id)) {
+            ev.emit("remote_endpoint_left", Some(net), *id, what.clone());
         }
     }
 }

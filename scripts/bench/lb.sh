@@ -17,11 +17,14 @@
 # netd/src/lb/bench.rs, run in-process through the same LB code netd uses (no netd, no API:
 # the API takes one endpoint, i.e. one container attachment, per task, so 100k tasks cannot be
 # programmed through it quickly; remote tasks arrive through gossip as a cluster view):
-#   - 10k services x 10 backends from a cluster view until the maps hold them (model + maps;
-#     target <= 0.5 s),
-#   - one backend change until the maps show it, p99 (a reconcile pass: model from the view +
-#     apply; and the apply alone; target <= 10 ms),
-#   - RSS at 10k x 10 and its parts (target <= 64 MB),
+#   - 10k services x 10 backends from a cluster view (in gossip order) until the maps hold them
+#     (model + maps; target <= 0.5 s),
+#   - one backend change until the maps show it, p99 (the incremental reconcile pass a gossip
+#     change causes: model updated from the changed record + the changed frontend applied;
+#     target <= 10 ms), the full pass (model from the whole view + apply, as drift repair does),
+#     and what the gossip watcher does first: the endpoint changes between two views,
+#   - RSS at 10k x 10 and its parts (target <= 64 MB), then with chitchat's copy of the
+#     records added (a chitchat instance holding them), which a netd also keeps,
 #   - p99 connect latency through a VIP with 1, 10k and 30k services programmed (the process
 #     moves itself into the LB cgroup; target 30k / 1 <= 1.10).
 #   Environment: LB_BENCH_SERVICES (10000), LB_BENCH_CHANGES (200), LB_BENCH_CONNECTS (20000),
@@ -172,5 +175,5 @@ if [ "${SCALE:-1}" = 1 ]; then
   printf '\neBPF LB at scale (netd/src/lb/bench.rs)\n'
   (cd "$ROOT" && NETD_LB_BENCH_TAG="bench-$RIG-scale" cargo test -q --release -p netd --lib \
     lb::bench::lb_scale_bench -- --ignored --nocapture --test-threads=1 2>&1) |
-    grep -E '^(program|RSS|one backend|connect|test lb|[ 0-9]+ services)' | sed 's/^test lb::bench::lb_scale_bench \.\.\. //'
+    grep -E '^(program|RSS|one backend|gossip watcher|connect|test lb|[ 0-9]+ services)' | sed 's/^test lb::bench::lb_scale_bench \.\.\. //'
 fi

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// `PUT /v1/networks/{name}` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +50,7 @@ pub struct NetworkView {
     pub remote_endpoints: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointMode {
     #[default]
@@ -57,7 +58,7 @@ pub enum EndpointMode {
     Dnsrr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -65,7 +66,7 @@ pub enum Protocol {
     Udp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishMode {
     #[default]
@@ -73,7 +74,7 @@ pub enum PublishMode {
     Host,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
     #[serde(default)]
@@ -89,7 +90,7 @@ pub struct PortSpec {
     pub preserve_client_ip: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: String,
@@ -172,15 +173,17 @@ pub struct EndpointView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteEndpointView {
     pub id: String,
-    pub node: String,
-    pub network: String,
+    /// Node and network names and the service spec are shared by the endpoints of a view
+    /// (100k endpoints hold a few copies, not 100k).
+    pub node: Arc<str>,
+    pub network: Arc<str>,
     pub ip: Ipv4Addr,
     pub mac: String,
     pub vtep: Ipv4Addr,
     pub name: String,
     pub aliases: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<ServiceSpec>,
+    pub service: Option<Arc<ServiceSpec>>,
     pub service_disabled: bool,
 }
 

@@ -71,7 +71,7 @@ impl DnsIndex {
             ip: e.ip,
             name: &e.name,
             aliases: &e.aliases,
-            service: e.service.as_ref(),
+            service: e.service.as_deref(),
             disabled: e.service_disabled,
         }));
         let mut idx = DnsIndex::from_endpoints(&all, |n| {

@@ -6,7 +6,7 @@ pub mod keyring;
 pub mod record;
 pub mod transport;
 
-use crate::api::types::{PeerView, RemoteEndpointView};
+use crate::api::types::{PeerView, RemoteEndpointView, ServiceSpec};
 use crate::config::Config;
 use anyhow::{Context, Result};
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
@@ -31,6 +31,178 @@ pub struct ClusterView {
     pub peers: Vec<PeerView>,
     /// Endpoints of live nodes other than this one.
     pub endpoints: Vec<RemoteEndpointView>,
+    /// Number of this view among those the gossip watcher published (it counts views whose
+    /// endpoints changed; see [`ViewChanges`]); 0 for a view made otherwise.
+    pub generation: u64,
+}
+
+/// Makes the endpoints of a view sharing what they have in common: one copy of each node and
+/// network name and of each distinct service spec.
+#[derive(Debug, Default)]
+pub struct ViewInterner {
+    names: std::collections::HashSet<Arc<str>>,
+    services: std::collections::HashSet<Arc<ServiceSpec>>,
+}
+
+impl ViewInterner {
+    pub fn name(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(a.clone());
+        a
+    }
+
+    pub fn service(&mut self, s: ServiceSpec) -> Arc<ServiceSpec> {
+        if let Some(a) = self.services.get(&s) {
+            return a.clone();
+        }
+        let a = Arc::new(s);
+        self.services.insert(a.clone());
+        a
+    }
+
+    /// The view of endpoint `id` of `network` on `node`, published as `rec`.
+    pub fn endpoint(
+        &mut self,
+        node: &str,
+        network: &str,
+        id: &str,
+        rec: EndpointRecord,
+    ) -> RemoteEndpointView {
+        let mut mac = rec.mac;
+        mac.shrink_to_fit();
+        RemoteEndpointView {
+            id: id.to_string(),
+            node: self.name(node),
+            network: self.name(network),
+            ip: rec.ip,
+            mac,
+            vtep: rec.vtep,
+            name: rec.name,
+            aliases: rec.aliases,
+            service: rec.service.map(|s| self.service(s)),
+            service_disabled: rec.disabled,
+        }
+    }
+}
+
+/// A remote endpoint that changed between two views: before and after (None: absent).
+pub type EndpointChange = (Option<RemoteEndpointView>, Option<RemoteEndpointView>);
+
+/// The endpoint changes of the last views published, for what follows the view change by
+/// change instead of re-reading all of it (the LB): entry `g` leads from view `g - 1` to `g`.
+/// Bounded: a big change (a node joining with its endpoints) is remembered as "too big", and
+/// old entries go; a consumer that needs those re-reads the whole view.
+#[derive(Debug, Default)]
+pub struct ViewChanges {
+    log: std::collections::VecDeque<(u64, Option<Arc<Vec<EndpointChange>>>)>,
+    /// Changes held in `log`.
+    held: usize,
+}
+
+impl ViewChanges {
+    /// Endpoint changes remembered at most (each a copy of one or two records).
+    const KEEP: usize = 4096;
+
+    pub fn push(&mut self, generation: u64, changes: Vec<EndpointChange>) {
+        let n = changes.len();
+        let entry = (n <= Self::KEEP).then(|| Arc::new(changes));
+        self.held += if entry.is_some() { n } else { 0 };
+        self.log.push_back((generation, entry));
+        while self.held > Self::KEEP || self.log.len() > Self::KEEP {
+            let Some((_, c)) = self.log.pop_front() else {
+                break;
+            };
+            self.held -= c.map_or(0, |c| c.len());
+        }
+    }
+
+    /// The changes from view `from` to view `to`, if all are still known.
+    pub fn between(&self, from: u64, to: u64) -> Option<Vec<Arc<Vec<EndpointChange>>>> {
+        if to < from {
+            return None;
+        }
+        let out: Vec<_> = self
+            .log
+            .iter()
+            .filter(|(g, _)| *g > from && *g <= to)
+            .map(|(_, c)| c.clone())
+            .collect::<Option<_>>()?;
+        (out.len() as u64 == to - from).then_some(out)
+    }
+}
+
+/// The endpoint changes from `old` to `new` (endpoints by node, network and id).
+pub fn endpoint_changes(old: &ClusterView, new: &ClusterView) -> Vec<EndpointChange> {
+    /// The order of `Gossip::view`: by node, then by gossip key (`ep:<network>:<id>`).
+    fn order(a: &RemoteEndpointView, b: &RemoteEndpointView) -> std::cmp::Ordering {
+        fn key(e: &RemoteEndpointView) -> impl Iterator<Item = u8> + '_ {
+            let (n, i) = (e.network.as_bytes(), e.id.as_bytes());
+            n.iter().chain(b":").chain(i).copied()
+        }
+        a.node.cmp(&b.node).then_with(|| {
+            if a.network == b.network {
+                a.id.cmp(&b.id)
+            } else {
+                key(a).cmp(key(b))
+            }
+        })
+    }
+    let sorted = |v: &[RemoteEndpointView]| v.is_sorted_by(|a, b| order(a, b).is_lt());
+    let mut out = Vec::new();
+    if sorted(&old.endpoints) && sorted(&new.endpoints) {
+        // Views as `Gossip::view` makes them: one merge pass, no hashing.
+        let (mut a, mut b) = (
+            old.endpoints.iter().peekable(),
+            new.endpoints.iter().peekable(),
+        );
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(o), None) => {
+                    out.push((Some((*o).clone()), None));
+                    a.next();
+                }
+                (None, Some(n)) => {
+                    out.push((None, Some((*n).clone())));
+                    b.next();
+                }
+                (Some(o), Some(n)) => match order(o, n) {
+                    std::cmp::Ordering::Less => {
+                        out.push((Some((*o).clone()), None));
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        out.push((None, Some((*n).clone())));
+                        b.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if o != n {
+                            out.push((Some((*o).clone()), Some((*n).clone())));
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
+            }
+        }
+        return out;
+    }
+    fn key(e: &RemoteEndpointView) -> (&str, &str, &str) {
+        (&e.node, &e.network, &e.id)
+    }
+    let mut was: std::collections::HashMap<_, &RemoteEndpointView> =
+        old.endpoints.iter().map(|e| (key(e), e)).collect();
+    for e in &new.endpoints {
+        match was.remove(&key(e)) {
+            Some(o) if o == e => {}
+            o => out.push((o.cloned(), Some(e.clone()))),
+        }
+    }
+    out.extend(was.into_values().map(|o| (Some(o.clone()), None)));
+    out
 }
 
 impl ClusterView {
@@ -38,7 +210,9 @@ impl ClusterView {
         &'a self,
         network: &'a str,
     ) -> impl Iterator<Item = &'a RemoteEndpointView> + 'a {
-        self.endpoints.iter().filter(move |e| e.network == network)
+        self.endpoints
+            .iter()
+            .filter(move |e| *e.network == *network)
     }
 }
 
@@ -160,6 +334,7 @@ impl Gossip {
         let me = g.self_chitchat_id().clone();
         let live: Vec<ChitchatId> = g.live_nodes().cloned().collect();
         let mut view = ClusterView::default();
+        let mut interner = ViewInterner::default();
         // One entry per node name: the newest generation wins (a restarted node).
         let mut newest: BTreeMap<&str, &ChitchatId> = BTreeMap::new();
         for id in g.node_states().keys() {
@@ -187,18 +362,8 @@ impl Gossip {
                     tracing::warn!(node = %id.node_id, key, "ignoring undecodable endpoint record");
                     continue;
                 };
-                view.endpoints.push(RemoteEndpointView {
-                    id: eid.to_string(),
-                    node: id.node_id.to_string(),
-                    network: network.to_string(),
-                    ip: rec.ip,
-                    mac: rec.mac,
-                    vtep: rec.vtep,
-                    name: rec.name,
-                    aliases: rec.aliases,
-                    service: rec.service,
-                    service_disabled: rec.disabled,
-                });
+                view.endpoints
+                    .push(interner.endpoint(&id.node_id, network, eid, rec));
             }
             view.peers.push(PeerView {
                 node: id.node_id.to_string(),
@@ -213,5 +378,77 @@ impl Gossip {
             });
         }
         view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(node: &str, network: &str, id: &str, ip: u8) -> RemoteEndpointView {
+        let rec = EndpointRecord {
+            ip: std::net::Ipv4Addr::new(10, 0, 0, ip),
+            mac: String::new(),
+            vtep: std::net::Ipv4Addr::new(192, 168, 0, 1),
+            name: id.into(),
+            aliases: vec![],
+            service: None,
+            disabled: false,
+        };
+        ViewInterner::default().endpoint(node, network, id, rec)
+    }
+
+    /// Sorted views (as `Gossip::view` makes them) take the merge path, others the hash path:
+    /// both find the same changes.
+    #[test]
+    fn endpoint_changes_of_sorted_and_unsorted_views_agree() {
+        let old = vec![
+            ep("a", "n", "1", 1),
+            ep("a", "n", "2", 2),
+            ep("a", "n-x", "1", 3),
+            ep("b", "n", "1", 4),
+        ];
+        let mut new = old.clone();
+        new.remove(1); // gone
+        new[1].ip = std::net::Ipv4Addr::new(10, 0, 0, 9); // changed
+        new.push(ep("c", "n", "7", 7)); // new
+        let view = |v: Vec<RemoteEndpointView>| ClusterView {
+            endpoints: v,
+            ..ClusterView::default()
+        };
+        let norm = |mut c: Vec<EndpointChange>| {
+            c.sort_by_key(|(o, n)| format!("{o:?}{n:?}"));
+            c
+        };
+        let sorted = endpoint_changes(&view(old.clone()), &view(new.clone()));
+        assert_eq!(sorted.len(), 3);
+        let (mut o, mut n) = (old.clone(), new.clone());
+        o.reverse();
+        n.reverse();
+        let unsorted = endpoint_changes(&view(o), &view(n));
+        assert_eq!(norm(sorted), norm(unsorted));
+        assert!(endpoint_changes(&view(old.clone()), &view(old)).is_empty());
+    }
+
+    #[test]
+    fn view_changes_are_known_only_without_gaps() {
+        let mut log = ViewChanges::default();
+        log.push(1, vec![(None, Some(ep("a", "n", "1", 1)))]);
+        log.push(2, vec![]);
+        assert_eq!(log.between(0, 2).map(|v| v.len()), Some(2));
+        assert_eq!(log.between(2, 2).map(|v| v.len()), Some(0));
+        // Too big to remember: whoever needs it re-reads the view.
+        let big = (0..=ViewChanges::KEEP)
+            .map(|i| (None, Some(ep("a", "n", &i.to_string(), 1))))
+            .collect();
+        log.push(3, big);
+        assert!(log.between(2, 3).is_none());
+        log.push(4, vec![]);
+        assert!(log.between(3, 4).is_some());
+        // Old entries go once more changes than the bound arrived.
+        for g in 5..5 + ViewChanges::KEEP as u64 {
+            log.push(g, vec![(None, None)]);
+        }
+        assert!(log.between(0, 2).is_none());
     }
 }

@@ -301,7 +301,7 @@ mod tests {
             vtep: Ipv4Addr::new(192, 168, 0, 2),
             name: "t".into(),
             aliases: vec![],
-            service: s,
+            service: s.map(std::sync::Arc::new),
             service_disabled: disabled,
         }
     }
@@ -319,7 +319,6 @@ mod tests {
     #[test]
     fn ingress_ports_collect_enabled_tasks_and_legs() {
         let view = ClusterView {
-            peers: vec![],
             endpoints: vec![
                 remote(2, INGRESS_LEG, None, false),
                 remote(5, "t1", Some(svc("a", 8080, PublishMode::Ingress)), false),
@@ -329,6 +328,7 @@ mod tests {
                 // Host mode of a remote node: nothing here.
                 remote(8, "t4", Some(svc("c", 9090, PublishMode::Host)), false),
             ],
+            ..ClusterView::default()
         };
         let m = IngressModel::build(&desired(), &view);
         let p = Published {

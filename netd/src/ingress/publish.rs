@@ -111,7 +111,7 @@ fn sibling_ports(
     let local = desired
         .containers()
         .filter_map(|(_, e)| e.spec.service.as_ref());
-    let remote = view.endpoints.iter().filter_map(|e| e.service.as_ref());
+    let remote = view.endpoints.iter().filter_map(|e| e.service.as_deref());
     local
         .chain(remote)
         .filter(|s| s.id == service_id)

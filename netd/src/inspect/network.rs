@@ -78,7 +78,7 @@ pub fn view(ctx: &Ctx, name: &str) -> Result<NetworkReport> {
         let remotes: Vec<_> = ctx
             .remote_endpoints()?
             .into_iter()
-            .filter(|e| e.network == name)
+            .filter(|e| *e.network == *name)
             .collect();
         (Some(net), locals, remotes)
     } else {
@@ -400,7 +400,7 @@ impl View for NetworkReport {
                     e.ip.to_string(),
                     e.mac.clone(),
                     e.vtep.to_string(),
-                    e.node.clone(),
+                    e.node.to_string(),
                 ]
             })
             .collect();

@@ -497,7 +497,7 @@ fn overlay_leg(
     let Some(r) = t
         .remotes
         .iter()
-        .find(|e| e.network == net.name && e.ip == target)
+        .find(|e| *e.network == *net.name && e.ip == target)
     else {
         w.fail("neighbor", format!("no endpoint has {target} on network {} (not local, not learnt by gossip): ARP gets no answer", net.name));
         return Ok(());
@@ -562,7 +562,7 @@ fn overlay_leg(
         .node
         .as_ref()
         .ok()
-        .and_then(|n| n.peers.iter().find(|p| p.node == r.node))
+        .and_then(|n| n.peers.iter().find(|p| *p.node == *r.node))
         .map(|p| p.live);
     match live {
         Some(false) => {

@@ -1,19 +1,23 @@
 //! Scale benchmark of the eBPF LB (run by `scripts/bench/lb.sh`; ignored by `cargo test`, needs
 //! root, a cgroup v2 mount and bpffs): map programming time for 10k services x 10 backends
 //! (from the cluster view, as a reconcile pass does it, and the map writes alone), one backend
-//! change until the maps show it (p99), process RSS at 10k x 10, and p99 connect latency
-//! through a VIP with 1, 10k and 30k services programmed.
+//! change until the maps show it (p99: the incremental reconcile pass, and the full one), process
+//! RSS at 10k x 10 (cluster view, LB model with its index, LB state, then with chitchat's copy of
+//! the records, which a netd also holds), and p99 connect latency through a VIP with 1, 10k and
+//! 30k services programmed.
 //!
 //! The process moves itself into the LB cgroup for the connect measurements (and back).
 
 use super::ebpf::EbpfLb;
-use super::model::{Backend, Frontend, LbModel, Proto, Service};
+use super::model::{Backend, Frontend, LbIndex, LbModel, Proto, Service};
 use super::LoadBalancer;
 use crate::api::types::{
     EndpointMode, PortSpec, Protocol, PublishMode, RemoteEndpointView, ServiceSpec,
 };
-use crate::gossip::ClusterView;
+use crate::gossip::record::EndpointRecord;
+use crate::gossip::{ClusterView, ViewInterner};
 use crate::state::DesiredState;
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -89,6 +93,7 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
         serde_json::from_str(r#"{"subnet":"10.0.0.0/8","vni":4999}"#).unwrap(),
     );
     let mut endpoints = Vec::with_capacity((n * per) as usize);
+    let mut interner = ViewInterner::default();
     for s in 0..n {
         let spec = ServiceSpec {
             name: format!("svc{s}"),
@@ -105,27 +110,94 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
         };
         for b in 0..per {
             let k = s * per + b;
-            endpoints.push(RemoteEndpointView {
-                id: format!("ep{k}"),
-                node: format!("n{}", k % 16),
-                network: "bench".into(),
+            // As `Gossip::view` makes it from the records (names and specs shared).
+            let rec = EndpointRecord {
                 ip: Ipv4Addr::from(0x0a00_0001 + k),
                 mac: "02:00:00:00:00:01".into(),
                 vtep: Ipv4Addr::new(192, 168, 0, (k % 16) as u8 + 2),
                 name: format!("svc{s}.{b}"),
                 aliases: vec![],
                 service: Some(spec.clone()),
-                service_disabled: false,
-            });
+                disabled: false,
+            };
+            let node = format!("n{}", k % 16);
+            endpoints.push(interner.endpoint(&node, "bench", &format!("ep{k}"), rec));
         }
     }
+    // In the order of `Gossip::view`: by node, then by key.
+    endpoints.sort_unstable_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
     (
         d,
         ClusterView {
-            peers: vec![],
             endpoints,
+            ..ClusterView::default()
         },
     )
+}
+
+/// What chitchat holds for the records of `view` (each node keeps every node's records): a
+/// chitchat instance (loopback, no peers) started with them as its own key-values, which are
+/// stored as a remote node's are (`NodeState`). Returns it (to keep it) and its runtime, and
+/// how long making a view from those records takes (what `Gossip::view` does on every gossip
+/// change: parse every record).
+fn chitchat_with(
+    view: &ClusterView,
+) -> (tokio::runtime::Runtime, chitchat::ChitchatHandle, Duration) {
+    let kvs: Vec<(String, String)> = view
+        .endpoints
+        .iter()
+        .map(|e| {
+            let rec = EndpointRecord {
+                ip: e.ip,
+                mac: e.mac.clone(),
+                vtep: e.vtep,
+                name: e.name.clone(),
+                aliases: e.aliases.clone(),
+                service: e.service.as_deref().cloned(),
+                disabled: e.service_disabled,
+            };
+            let v = serde_json::to_string(&rec).unwrap();
+            (crate::gossip::record::endpoint_key(&e.network, &e.id), v)
+        })
+        .collect();
+    let t = Instant::now();
+    let mut interner = ViewInterner::default();
+    let parsed: Vec<RemoteEndpointView> = kvs
+        .iter()
+        .zip(&view.endpoints)
+        .map(|((k, v), e)| {
+            let (network, id) = crate::gossip::record::parse_endpoint_key(k).unwrap();
+            let rec: EndpointRecord = serde_json::from_str(v).unwrap();
+            interner.endpoint(&e.node, network, id, rec)
+        })
+        .collect();
+    let parse = t.elapsed();
+    assert_eq!(parsed.len(), view.endpoints.len());
+    drop(parsed);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = chitchat::ChitchatConfig {
+        chitchat_id: chitchat::ChitchatId::new("bench".to_string(), 1, addr),
+        cluster_id: "bench".into(),
+        gossip_interval: Duration::from_secs(3600),
+        listen_addr: addr,
+        seed_nodes: vec![],
+        failure_detector_config: chitchat::FailureDetectorConfig::default(),
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+    };
+    let h = rt
+        .block_on(chitchat::spawn_chitchat(
+            config,
+            kvs,
+            &chitchat::transport::UdpTransport,
+        ))
+        .unwrap();
+    (rt, h, parse)
 }
 
 /// Moves this process into `cg`; returns the cgroup it was in.
@@ -186,11 +258,11 @@ fn lb_scale_bench() {
     let (desired, view) = view(n_big, per);
     let rss_view = rss_kib();
     let t = Instant::now();
-    let want = LbModel::build(&desired, &view);
+    let mut index = LbIndex::build(&desired, &view);
     let build = t.elapsed();
     let rss_model = rss_kib();
     let t = Instant::now();
-    lb.apply(&want).unwrap();
+    lb.apply(&index.model).unwrap();
     let program = t.elapsed();
     assert_eq!(lb.current().services.len(), n_big as usize);
     let rss = rss_kib();
@@ -202,7 +274,7 @@ fn lb_scale_bench() {
     );
     let mib = |k: u64| k as f64 / 1024.0;
     println!(
-        "RSS at {n_big} x {per}: {:.1} MiB = start {:.1} + cluster view {:.1} + LB model {:.1} + LB state {:.1}",
+        "RSS at {n_big} x {per}: {:.1} MiB = start {:.1} + cluster view {:.1} + LB model (with its index) {:.1} + LB state {:.1}",
         mib(rss),
         mib(rss0),
         mib(rss_view - rss0),
@@ -210,47 +282,104 @@ fn lb_scale_bench() {
         mib(rss - rss_model)
     );
 
-    // 2. One backend change until it is in the maps: a reconcile pass (model build + apply)
-    // and the apply alone.
-    let mut want = want;
+    // What a netd also holds: chitchat's copy of the records (the JSON values by key).
+    let chitchat = chitchat_with(&view);
+    let rss_cc = rss_kib();
+    println!(
+        "RSS with chitchat's copy of the {} records: {:.1} MiB (+{:.1})",
+        view.endpoints.len(),
+        mib(rss_cc),
+        mib(rss_cc.saturating_sub(rss))
+    );
+
+    // 2. One backend change (a task's address) until it is in the maps: the incremental
+    // reconcile pass (model updated from the endpoint change, the changed frontend applied),
+    // there and back; and, for some, the full pass (model from the whole view + apply).
     let mut view = view;
-    let (mut pass, mut alone) = (Vec::new(), Vec::new());
-    for i in 0..env("LB_BENCH_CHANGES", 200) as u32 {
+    let (mut pass, mut full) = (Vec::new(), Vec::new());
+    let mut delta = |index: &mut LbIndex,
+                     lb: &mut EbpfLb,
+                     old: &RemoteEndpointView,
+                     new: &RemoteEndpointView| {
+        let t = Instant::now();
+        let mut dirty = BTreeSet::new();
+        index.set_locals(&desired, &mut dirty);
+        index.change_remote(Some(old), Some(new), &mut dirty);
+        index.finish(&dirty);
+        lb.apply_changed(&index.model, &dirty).unwrap();
+        pass.push(t.elapsed());
+    };
+    let changes = env("LB_BENCH_CHANGES", 200) as u32;
+    for i in 0..changes {
         let k = (i.wrapping_mul(7919) % (n_big * per)) as usize;
-        let new_ip = Ipv4Addr::from(0x0b00_0001 + i);
+        let old = view.endpoints[k].clone();
         let fe = Frontend {
-            vip: vip(k as u32 / per),
+            vip: old.service.as_ref().and_then(|s| s.vip).unwrap(),
             port: 80,
             proto: Proto::Tcp,
         };
-        let old = view.endpoints[k].ip;
-        view.endpoints[k].ip = new_ip;
-        let t = Instant::now();
-        let w = LbModel::build(&desired, &view);
-        lb.apply(&w).unwrap();
-        pass.push(t.elapsed());
-        // Back, through the apply alone.
-        let s = want.services.get_mut(&fe).unwrap();
-        s.backends.remove(&Backend {
-            ip: new_ip,
-            port: 80,
-        });
-        s.backends.remove(&Backend { ip: old, port: 80 });
-        s.backends.insert(Backend { ip: old, port: 80 });
-        view.endpoints[k].ip = old;
-        let t = Instant::now();
-        lb.apply(&want).unwrap();
-        alone.push(t.elapsed());
+        let mut new = old.clone();
+        new.ip = Ipv4Addr::from(0x0b00_0001 + i);
+        delta(&mut index, &mut lb, &old, &new);
+        let b = |ip| Backend { ip, port: 80 };
+        let programmed = &lb.current().services[&fe].backends;
+        assert!(programmed.contains(&b(new.ip)) && !programmed.contains(&b(old.ip)));
+        if i.is_multiple_of(10) {
+            view.endpoints[k] = new.clone();
+            let t = Instant::now();
+            let w = LbModel::build(&desired, &view);
+            lb.apply(&w).unwrap();
+            full.push(t.elapsed());
+            view.endpoints[k] = old.clone();
+        }
+        delta(&mut index, &mut lb, &new, &old);
     }
+    assert_eq!(
+        lb.current(),
+        LbModel::build(&desired, &view).services.into_iter().fold(
+            LbModel::default(),
+            |mut m, (fe, s)| {
+                m.services.insert(
+                    fe,
+                    Service {
+                        drained: Default::default(),
+                        ..s
+                    },
+                );
+                m
+            }
+        )
+    );
     println!(
-        "one backend change until in the maps: reconcile pass p50 {:.2} ms p99 {:.2} ms; apply alone p50 {:.2} ms p99 {:.2} ms",
+        "one backend change until in the maps: incremental reconcile pass p50 {:.2} ms p99 {:.2} ms ({} changes); full pass p50 {:.2} ms p99 {:.2} ms ({})",
         pct(&mut pass, 0.5).as_secs_f64() * 1e3,
         pct(&mut pass, 0.99).as_secs_f64() * 1e3,
-        pct(&mut alone, 0.5).as_secs_f64() * 1e3,
-        pct(&mut alone, 0.99).as_secs_f64() * 1e3
+        pass.len(),
+        pct(&mut full, 0.5).as_secs_f64() * 1e3,
+        pct(&mut full, 0.99).as_secs_f64() * 1e3,
+        full.len()
     );
+    // What the gossip watcher does before: the endpoint changes between two views (O(view)).
+    let mut other = view.clone();
+    let mut diff = Vec::new();
+    for i in 0..5 {
+        other.endpoints[i * 7919].ip = Ipv4Addr::new(11, 0, 0, 1);
+        let t = Instant::now();
+        let c = crate::gossip::endpoint_changes(&view, &other);
+        diff.push(t.elapsed());
+        assert_eq!(c.len(), i + 1);
+    }
+    println!(
+        "gossip watcher per change, O(view): view from the {} records {:.1} ms, endpoint changes between two views p50 {:.2} ms",
+        view.endpoints.len(),
+        chitchat.2.as_secs_f64() * 1e3,
+        pct(&mut diff, 0.5).as_secs_f64() * 1e3
+    );
+    drop(other);
     drop(view);
-    drop(want);
+    drop(index);
+    let (rt, h, _) = chitchat;
+    rt.block_on(h.shutdown()).unwrap();
 
     // 3. Connect latency with 1, 10k and 30k services (one local backend each).
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();

@@ -673,100 +673,19 @@ impl EbpfLb {
         Ok(true)
     }
 
-    /// Drained tasks keep their backend entries (not in the tables): flows the packet-level LB
-    /// pinned to them (its conntrack) continue.
-    fn set_drained(&mut self, fe: &Frontend, svc: &Service) -> Result<()> {
-        for b in &svc.drained {
-            self.backend_id(*b, fe.proto)?;
-            *self.refs.entry((*b, fe.proto)).or_default() += 1;
-        }
-        let p = self.cur.get_mut(fe).expect("programmed");
-        let old = std::mem::replace(&mut p.drained, svc.drained.iter().copied().collect());
-        for b in old {
-            unref(&mut self.refs, &mut self.maybe_stale, (b, fe.proto));
-        }
-        Ok(())
-    }
-}
-
-fn unref(
-    refs: &mut StdHashMap<(Backend, Proto), u32>,
-    stale: &mut Vec<(Backend, Proto)>,
-    k: (Backend, Proto),
-) {
-    if let Some(n) = refs.get_mut(&k) {
-        *n -= 1;
-        if *n == 0 {
-            refs.remove(&k);
-            stale.push(k);
-        }
-    }
-}
-
-/// Destroys (sock_diag SOCK_DESTROY, `ss -K`) the connected UDP sockets in `netns` whose peer
-/// is one of `backends`: the owner gets ECONNABORTED and its socket is disconnected.
-fn close_udp_to(netns: &Path, backends: &[Backend]) -> Result<()> {
-    if !netns.exists() {
-        return Ok(());
-    }
-    let mut args = vec!["-K", "-n", "-u", "state", "established", "("];
-    let filters: Vec<String> = backends
-        .iter()
-        .map(|b| format!("dst {}:{}", b.ip, b.port))
-        .collect();
-    for (i, f) in filters.iter().enumerate() {
-        if i > 0 {
-            args.push("or");
-        }
-        args.extend(f.split(' '));
-    }
-    args.push(")");
-    let out = run(&Ns::path(netns), "ss", &args)?;
-    let closed = out.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
-    if closed > 0 {
-        tracing::info!(netns = %netns.display(), closed, "closed UDP sockets of removed backends");
-    }
-    Ok(())
-}
-
-/// Makes sure classifier `which` (of TC_PROGS) runs at its TCX hook of `ifname` (in the
-/// current netns): adopts what is attached already (a restart), else attaches a link and pins
-/// it, replacing the pin of an older link (which detaches it).
-fn attach_tc(
-    (tc, tc_id): &mut (SchedClassifier, u32),
-    which: usize,
-    dir: &Path,
-    ns: &Path,
-    ifname: &str,
-) -> Result<()> {
-    let (prog, _, at, suffix) = TC_PROGS[which];
-    let (_, progs) = SchedClassifier::query_tcx(ifname, at)
-        .with_context(|| format!("querying tcx of {ifname}"))?;
-    if progs.iter().any(|p| p.id() == *tc_id) {
-        return Ok(());
-    }
-    let id = tc
-        .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
-        .with_context(|| format!("attaching {prog} to {ifname}"))?;
-    let link: FdLink = tc.take_link(id)?.try_into()?;
-    let path = dir.join(tc_link_pin(ns, ifname, suffix));
-    let _ = std::fs::remove_file(&path);
-    link.pin(&path)
-        .with_context(|| format!("pinning {}", path.display()))?;
-    Ok(())
-}
-
-impl LoadBalancer for EbpfLb {
-    fn name(&self) -> &'static str {
-        "ebpf"
-    }
-
-    fn apply(&mut self, want: &LbModel) -> Result<()> {
+    /// [`LoadBalancer::apply`], looking at the frontends in `only` if given (the others are as
+    /// programmed), unless the last apply failed.
+    fn apply_some(&mut self, want: &LbModel, only: Option<&BTreeSet<Frontend>>) -> Result<()> {
         let mut first_err = None;
         let retry = self.retry;
+        let only = only.filter(|_| !retry);
         let mut vips_touched: BTreeSet<Ipv4Addr> = BTreeSet::new();
         let mut udp_touched = retry;
-        for (fe, svc) in &want.services {
+        let todo: Box<dyn Iterator<Item = (&Frontend, &Service)>> = match only {
+            Some(fes) => Box::new(fes.iter().filter_map(|fe| want.services.get_key_value(fe))),
+            None => Box::new(want.services.iter()),
+        };
+        for (fe, svc) in todo {
             match self.program(fe, svc, &want.macs) {
                 Ok(false) => {}
                 Ok(true) => {
@@ -782,12 +701,19 @@ impl LoadBalancer for EbpfLb {
         // Every wanted frontend is in `cur` now (unless its programming failed): more there
         // means some are gone. The common pass (nothing changed) costs O(services) compares.
         if retry || first_err.is_some() || self.cur.len() > want.services.len() {
-            let gone: Vec<Frontend> = self
-                .cur
-                .keys()
-                .filter(|fe| !want.services.contains_key(fe))
-                .copied()
-                .collect();
+            let gone: Vec<Frontend> = match only {
+                Some(fes) if first_err.is_none() => fes
+                    .iter()
+                    .filter(|fe| self.cur.contains_key(fe) && !want.services.contains_key(fe))
+                    .copied()
+                    .collect(),
+                _ => self
+                    .cur
+                    .keys()
+                    .filter(|fe| !want.services.contains_key(fe))
+                    .copied()
+                    .collect(),
+            };
             for fe in gone {
                 match self.services.remove(&SvcKey::of(&fe)) {
                     Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {
@@ -877,6 +803,102 @@ impl LoadBalancer for EbpfLb {
         }
         self.retry = first_err.is_some();
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Drained tasks keep their backend entries (not in the tables): flows the packet-level LB
+    /// pinned to them (its conntrack) continue.
+    fn set_drained(&mut self, fe: &Frontend, svc: &Service) -> Result<()> {
+        for b in &svc.drained {
+            self.backend_id(*b, fe.proto)?;
+            *self.refs.entry((*b, fe.proto)).or_default() += 1;
+        }
+        let p = self.cur.get_mut(fe).expect("programmed");
+        let old = std::mem::replace(&mut p.drained, svc.drained.iter().copied().collect());
+        for b in old {
+            unref(&mut self.refs, &mut self.maybe_stale, (b, fe.proto));
+        }
+        Ok(())
+    }
+}
+
+fn unref(
+    refs: &mut StdHashMap<(Backend, Proto), u32>,
+    stale: &mut Vec<(Backend, Proto)>,
+    k: (Backend, Proto),
+) {
+    if let Some(n) = refs.get_mut(&k) {
+        *n -= 1;
+        if *n == 0 {
+            refs.remove(&k);
+            stale.push(k);
+        }
+    }
+}
+
+/// Destroys (sock_diag SOCK_DESTROY, `ss -K`) the connected UDP sockets in `netns` whose peer
+/// is one of `backends`: the owner gets ECONNABORTED and its socket is disconnected.
+fn close_udp_to(netns: &Path, backends: &[Backend]) -> Result<()> {
+    if !netns.exists() {
+        return Ok(());
+    }
+    let mut args = vec!["-K", "-n", "-u", "state", "established", "("];
+    let filters: Vec<String> = backends
+        .iter()
+        .map(|b| format!("dst {}:{}", b.ip, b.port))
+        .collect();
+    for (i, f) in filters.iter().enumerate() {
+        if i > 0 {
+            args.push("or");
+        }
+        args.extend(f.split(' '));
+    }
+    args.push(")");
+    let out = run(&Ns::path(netns), "ss", &args)?;
+    let closed = out.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+    if closed > 0 {
+        tracing::info!(netns = %netns.display(), closed, "closed UDP sockets of removed backends");
+    }
+    Ok(())
+}
+
+/// Makes sure classifier `which` (of TC_PROGS) runs at its TCX hook of `ifname` (in the
+/// current netns): adopts what is attached already (a restart), else attaches a link and pins
+/// it, replacing the pin of an older link (which detaches it).
+fn attach_tc(
+    (tc, tc_id): &mut (SchedClassifier, u32),
+    which: usize,
+    dir: &Path,
+    ns: &Path,
+    ifname: &str,
+) -> Result<()> {
+    let (prog, _, at, suffix) = TC_PROGS[which];
+    let (_, progs) = SchedClassifier::query_tcx(ifname, at)
+        .with_context(|| format!("querying tcx of {ifname}"))?;
+    if progs.iter().any(|p| p.id() == *tc_id) {
+        return Ok(());
+    }
+    let id = tc
+        .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .with_context(|| format!("attaching {prog} to {ifname}"))?;
+    let link: FdLink = tc.take_link(id)?.try_into()?;
+    let path = dir.join(tc_link_pin(ns, ifname, suffix));
+    let _ = std::fs::remove_file(&path);
+    link.pin(&path)
+        .with_context(|| format!("pinning {}", path.display()))?;
+    Ok(())
+}
+
+impl LoadBalancer for EbpfLb {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn apply(&mut self, want: &LbModel) -> Result<()> {
+        self.apply_some(want, None)
+    }
+
+    fn apply_changed(&mut self, want: &LbModel, changed: &BTreeSet<Frontend>) -> Result<()> {
+        self.apply_some(want, Some(changed))
     }
 
     fn attach_devices(&mut self, devices: &BTreeSet<(PathBuf, String)>) -> Result<()> {

@@ -42,6 +42,12 @@ pub trait LoadBalancer: Send {
     /// Brings the data plane to `want`, changing only what differs from what it programmed
     /// (adding or removing a backend touches that service only).
     fn apply(&mut self, want: &LbModel) -> Result<()>;
+    /// The same, when `want` differs from the model of the last `apply` only in the `changed`
+    /// frontends: a backend may look at those only.
+    fn apply_changed(&mut self, want: &LbModel, changed: &BTreeSet<model::Frontend>) -> Result<()> {
+        let _ = changed;
+        self.apply(want)
+    }
     /// What is programmed now.
     fn current(&self) -> LbModel;
     /// Compares what this backend programmed with what the kernel holds now and marks what

@@ -2,12 +2,13 @@
 //! cluster view (remote endpoints): one frontend per (VIP, target port, protocol) of every
 //! `vip`-mode service, with the enabled tasks on all nodes as backends.
 
-use crate::api::types::{EndpointMode, Protocol, ServiceSpec};
+use crate::api::types::{EndpointMode, Protocol, RemoteEndpointView, ServiceSpec};
 use crate::gossip::ClusterView;
 use crate::state::DesiredState;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,81 +75,10 @@ pub struct LbModel {
 }
 
 impl LbModel {
+    /// The model of `desired` and `view` (see [`LbIndex`], which can also keep it up to date
+    /// change by change).
     pub fn build(desired: &DesiredState, view: &ClusterView) -> LbModel {
-        let mut m = LbModel::default();
-        let locals = desired.endpoints.values().map(|e| {
-            (
-                e.spec.network.as_str(),
-                e.ip,
-                e.spec.service.as_ref(),
-                e.service_disabled,
-                e.mac.as_str(),
-            )
-        });
-        let remotes = view
-            .endpoints
-            .iter()
-            .filter(|e| desired.networks.contains_key(&e.network))
-            .map(|e| {
-                (
-                    e.network.as_str(),
-                    e.ip,
-                    e.service.as_ref(),
-                    e.service_disabled,
-                    e.mac.as_str(),
-                )
-            });
-        for (network, ip, svc, disabled, mac) in locals.chain(remotes) {
-            if svc.is_some() {
-                if let Some(mac) = crate::kernel::neigh::parse_mac(mac) {
-                    m.macs.insert(ip, mac);
-                }
-            }
-            m.add(network, ip, svc, disabled);
-        }
-        for (_, e) in desired.containers() {
-            m.clients
-                .entry(e.spec.netns.clone())
-                .or_default()
-                .insert(e.spec.network.clone());
-        }
-        m
-    }
-
-    fn add(&mut self, network: &str, ip: Ipv4Addr, svc: Option<&ServiceSpec>, disabled: bool) {
-        let Some(svc) = svc else { return };
-        if svc.endpoint_mode != EndpointMode::Vip {
-            return; // dnsrr: no VIP, nothing to balance
-        }
-        let Some(vip) = svc.vip else { return };
-        for p in &svc.ports {
-            let fe = Frontend {
-                vip,
-                port: p.target_port,
-                proto: match p.protocol {
-                    Protocol::Tcp => Proto::Tcp,
-                    Protocol::Udp => Proto::Udp,
-                },
-            };
-            let s = self.services.entry(fe).or_insert_with(|| Service {
-                network: network.to_string(),
-                ..Service::default()
-            });
-            if s.network != network {
-                // A VIP belongs to one network; a conflicting claim is ignored.
-                tracing::warn!(%vip, network, other = %s.network, "VIP claimed on two networks");
-                continue;
-            }
-            let b = Backend {
-                ip,
-                port: p.target_port,
-            };
-            if disabled {
-                s.drained.insert(b);
-            } else {
-                s.backends.insert(b);
-            }
-        }
+        LbIndex::build(desired, view).model
     }
 
     /// Right after a start (gossip still catching up): keeps the backends `current` has that
@@ -186,6 +116,300 @@ impl LbModel {
             .iter()
             .filter(move |(_, s)| networks.contains(&s.network))
     }
+}
+
+/// One endpoint's claim on a frontend: a task of the frontend's service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    network: Arc<str>,
+    ip: Ipv4Addr,
+    local: bool,
+    disabled: bool,
+    mac: Option<[u8; 6]>,
+}
+
+/// The LB model with what it was made of (the claims of every endpoint, by frontend), so that
+/// a change of some endpoints recomputes only the frontends they claim (or claimed) instead of
+/// the whole model from the whole cluster view. [`LbIndex::build`] makes it from scratch with the
+/// same steps: an index kept up to date change by change equals one built from the result.
+///
+/// A frontend's service is a function of its claims only (their order does not matter): a VIP
+/// belongs to one network, and when endpoints of several networks claim it, local endpoints
+/// win over remote ones, then the smallest network name; the other claims are ignored.
+#[derive(Debug, Default)]
+pub struct LbIndex {
+    /// The networks of this node the index was made for (remote endpoints of other networks
+    /// are left out): when they change, the index is rebuilt.
+    networks: BTreeSet<String>,
+    members: HashMap<Frontend, Vec<Member>>,
+    /// Claims per (task address, MAC): the model's MAC of an address is its smallest MAC.
+    mac_refs: BTreeMap<(Ipv4Addr, [u8; 6]), u32>,
+    /// The claims of local endpoints, as last added.
+    locals: Vec<(Frontend, Member)>,
+    names: HashSet<Arc<str>>,
+    last_name: Option<Arc<str>>,
+    /// The model. Kept up to date by `finish`; callers may add frontends of their own (see
+    /// [`Linger::apply_delta`]), which the next `finish` of that frontend replaces.
+    pub model: LbModel,
+}
+
+impl LbIndex {
+    pub fn build(desired: &DesiredState, view: &ClusterView) -> LbIndex {
+        let mut ix = LbIndex {
+            networks: desired.networks.keys().cloned().collect(),
+            ..LbIndex::default()
+        };
+        let mut dirty = BTreeSet::new();
+        ix.set_locals(desired, &mut dirty);
+        // The remote claims in bulk (what `change_remote` does one by one): MAC counts sorted
+        // once instead of a map update per claim.
+        // Claims sorted by frontend, then grouped (the view is in gossip order, by node: a
+        // map update per claim would jump between frontends).
+        let mut claims = Vec::with_capacity(view.endpoints.len());
+        for e in &view.endpoints {
+            if !ix.networks.contains(&*e.network) {
+                continue;
+            }
+            let (svc, n) = (e.service.as_deref(), &e.network);
+            ix.claims(n, e.ip, svc, e.service_disabled, &e.mac, false, &mut claims);
+        }
+        claims.sort_unstable_by_key(|(fe, _)| *fe);
+        let mut macs: Vec<(Ipv4Addr, [u8; 6])> = claims
+            .iter()
+            .filter_map(|(_, m)| Some((m.ip, m.mac?)))
+            .collect();
+        let mut claims = claims.into_iter().peekable();
+        while let Some((fe, m)) = claims.next() {
+            let mut group = vec![m];
+            while let Some((_, m)) = claims.next_if(|(f, _)| *f == fe) {
+                group.push(m);
+            }
+            let v = ix.members.entry(fe).or_default();
+            if v.is_empty() {
+                *v = group;
+            } else {
+                v.extend(group);
+            }
+        }
+        for (k, n) in std::mem::take(&mut ix.mac_refs) {
+            macs.extend(std::iter::repeat_n(k, n as usize));
+        }
+        macs.sort_unstable();
+        let mut refs: Vec<((Ipv4Addr, [u8; 6]), u32)> = Vec::new();
+        for k in macs {
+            match refs.last_mut() {
+                Some((last, n)) if *last == k => *n += 1,
+                _ => refs.push((k, 1)),
+            }
+        }
+        ix.model.macs = BTreeMap::new();
+        for ((ip, mac), _) in &refs {
+            // The smallest MAC of an address comes first.
+            ix.model.macs.entry(*ip).or_insert(*mac);
+        }
+        ix.mac_refs = refs.into_iter().collect();
+        let mut services = Vec::with_capacity(ix.members.len());
+        for (fe, v) in ix.members.iter_mut() {
+            v.shrink_to_fit();
+            if let Some(s) = service_of(fe, v) {
+                services.push((*fe, s));
+            }
+        }
+        ix.model.services = services.into_iter().collect();
+        ix
+    }
+
+    /// Whether the index was made for the networks `desired` has (else rebuild it).
+    pub fn same_networks(&self, desired: &DesiredState) -> bool {
+        self.networks.len() == desired.networks.len()
+            && self.networks.iter().eq(desired.networks.keys())
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.last_name.as_ref().filter(|a| ***a == *s) {
+            return a.clone();
+        }
+        if let Some(a) = self.names.get(s) {
+            self.last_name = Some(a.clone());
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(a.clone());
+        a
+    }
+
+    /// The frontends an endpoint claims, added to `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn claims(
+        &mut self,
+        network: &str,
+        ip: Ipv4Addr,
+        svc: Option<&ServiceSpec>,
+        disabled: bool,
+        mac: &str,
+        local: bool,
+        out: &mut Vec<(Frontend, Member)>,
+    ) {
+        let Some(svc) = svc else { return };
+        if svc.endpoint_mode != EndpointMode::Vip {
+            return; // dnsrr: no VIP, nothing to balance
+        }
+        let Some(vip) = svc.vip else { return };
+        let member = Member {
+            network: self.intern(network),
+            ip,
+            local,
+            disabled,
+            mac: crate::kernel::neigh::parse_mac(mac),
+        };
+        out.extend(svc.ports.iter().map(|p| {
+            let fe = Frontend {
+                vip,
+                port: p.target_port,
+                proto: match p.protocol {
+                    Protocol::Tcp => Proto::Tcp,
+                    Protocol::Udp => Proto::Udp,
+                },
+            };
+            (fe, member.clone())
+        }));
+    }
+
+    fn add(&mut self, fe: Frontend, m: Member, dirty: &mut BTreeSet<Frontend>) {
+        if let Some(mac) = m.mac {
+            *self.mac_refs.entry((m.ip, mac)).or_default() += 1;
+            self.set_mac(m.ip);
+        }
+        self.members.entry(fe).or_default().push(m);
+        dirty.insert(fe);
+    }
+
+    fn remove(&mut self, fe: Frontend, m: &Member, dirty: &mut BTreeSet<Frontend>) {
+        let Some(v) = self.members.get_mut(&fe) else {
+            return;
+        };
+        let Some(i) = v.iter().position(|x| x == m) else {
+            return;
+        };
+        v.swap_remove(i);
+        if v.is_empty() {
+            self.members.remove(&fe);
+        }
+        if let Some(mac) = m.mac {
+            if let Some(n) = self.mac_refs.get_mut(&(m.ip, mac)) {
+                *n -= 1;
+                if *n == 0 {
+                    self.mac_refs.remove(&(m.ip, mac));
+                }
+            }
+            self.set_mac(m.ip);
+        }
+        dirty.insert(fe);
+    }
+
+    fn set_mac(&mut self, ip: Ipv4Addr) {
+        match self.mac_refs.range((ip, [0; 6])..=(ip, [0xff; 6])).next() {
+            Some(((_, mac), _)) => self.model.macs.insert(ip, *mac),
+            None => self.model.macs.remove(&ip),
+        };
+    }
+
+    /// Takes the local endpoints (and containers) of `desired` (few: compared as a whole);
+    /// returns whether the containers (`model.clients`) changed.
+    pub fn set_locals(&mut self, desired: &DesiredState, dirty: &mut BTreeSet<Frontend>) -> bool {
+        let mut new = Vec::new();
+        for e in desired.endpoints.values() {
+            let svc = e.spec.service.as_ref();
+            let n = &e.spec.network;
+            self.claims(n, e.ip, svc, e.service_disabled, &e.mac, true, &mut new);
+        }
+        if new != self.locals {
+            for (fe, m) in std::mem::take(&mut self.locals) {
+                self.remove(fe, &m, dirty);
+            }
+            for (fe, m) in &new {
+                self.add(*fe, m.clone(), dirty);
+            }
+            self.locals = new;
+        }
+        let mut clients: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+        for (_, e) in desired.containers() {
+            clients
+                .entry(e.spec.netns.clone())
+                .or_default()
+                .insert(e.spec.network.clone());
+        }
+        let changed = clients != self.model.clients;
+        self.model.clients = clients;
+        changed
+    }
+
+    /// One remote endpoint changed from `old` to `new` (None: absent).
+    pub fn change_remote(
+        &mut self,
+        old: Option<&RemoteEndpointView>,
+        new: Option<&RemoteEndpointView>,
+        dirty: &mut BTreeSet<Frontend>,
+    ) {
+        let claims = |ix: &mut LbIndex, e: Option<&RemoteEndpointView>| {
+            let mut out = Vec::new();
+            if let Some(e) = e.filter(|e| ix.networks.contains(&*e.network)) {
+                let svc = e.service.as_deref();
+                let n = &e.network;
+                ix.claims(n, e.ip, svc, e.service_disabled, &e.mac, false, &mut out);
+            }
+            out
+        };
+        let (was, is) = (claims(self, old), claims(self, new));
+        if was == is {
+            return;
+        }
+        for (fe, m) in was {
+            self.remove(fe, &m, dirty);
+        }
+        for (fe, m) in is {
+            self.add(fe, m, dirty);
+        }
+    }
+
+    /// Recomputes the services of the `dirty` frontends in `model`.
+    pub fn finish(&mut self, dirty: &BTreeSet<Frontend>) {
+        for fe in dirty {
+            match self.members.get(fe).and_then(|v| service_of(fe, v)) {
+                Some(s) => self.model.services.insert(*fe, s),
+                None => self.model.services.remove(fe),
+            };
+        }
+    }
+}
+
+/// The service of a frontend from its claims.
+fn service_of(fe: &Frontend, members: &[Member]) -> Option<Service> {
+    let network = members
+        .iter()
+        .map(|m| (!m.local, &m.network))
+        .min()
+        .map(|(_, n)| n.clone())?;
+    let mut s = Service {
+        network: network.to_string(),
+        ..Service::default()
+    };
+    for m in members {
+        if m.network != network {
+            tracing::warn!(vip = %fe.vip, network = %m.network, winner = %network, "VIP claimed on two networks");
+            continue;
+        }
+        let b = Backend {
+            ip: m.ip,
+            port: fe.port,
+        };
+        if m.disabled {
+            s.drained.insert(b);
+        } else {
+            s.backends.insert(b);
+        }
+    }
+    Some(s)
 }
 
 /// Frontends whose last task was deleted. They stay programmed without backends (connects are
@@ -240,12 +464,58 @@ impl Linger {
                 .collect(),
         );
     }
+
+    /// The same for a model that changed only in the `changed` frontends since the last call
+    /// (and still holds the lingering frontends that call added): updates the lingering
+    /// frontends of `changed`, removes expired ones; returns the frontends it changed in
+    /// `want` besides `changed`. None (nothing done) before a first `apply`.
+    pub fn apply_delta(
+        &mut self,
+        want: &mut LbModel,
+        changed: &BTreeSet<Frontend>,
+        now: Instant,
+        ttl: Duration,
+    ) -> Option<Vec<Frontend>> {
+        let prev = self.prev.as_mut()?;
+        for fe in changed {
+            match want.services.get(fe) {
+                Some(s) => {
+                    self.since.remove(fe);
+                    prev.insert(*fe, s.network.clone());
+                }
+                None => {
+                    if let Some(network) = prev.get(fe) {
+                        let (network, _) = self.since.entry(*fe).or_insert((network.clone(), now));
+                        want.services.insert(
+                            *fe,
+                            Service {
+                                network: network.clone(),
+                                ..Service::default()
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        let expired: Vec<Frontend> = self
+            .since
+            .iter()
+            .filter(|(_, (_, t))| now.saturating_duration_since(*t) >= ttl)
+            .map(|(fe, _)| *fe)
+            .collect();
+        for fe in &expired {
+            self.since.remove(fe);
+            prev.remove(fe);
+            want.services.remove(fe);
+        }
+        Some(expired)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::{PortSpec, PublishMode, RemoteEndpointView};
+    use crate::api::types::{EndpointSpec, PortSpec, PublishMode};
 
     fn svc(mode: EndpointMode, vip: Option<&str>) -> ServiceSpec {
         ServiceSpec {
@@ -273,7 +543,7 @@ mod tests {
             vtep: Ipv4Addr::new(192, 168, 0, 2),
             name: "t".into(),
             aliases: vec![],
-            service: Some(s),
+            service: Some(Arc::new(s)),
             service_disabled: disabled,
         }
     }
@@ -291,12 +561,12 @@ mod tests {
     fn drained_tasks_are_not_backends_and_dnsrr_has_no_frontend() {
         let vip = Some("10.1.0.100");
         let view = ClusterView {
-            peers: vec![],
             endpoints: vec![
                 remote(2, svc(EndpointMode::Vip, vip), false),
                 remote(3, svc(EndpointMode::Vip, vip), true),
                 remote(4, svc(EndpointMode::Dnsrr, None), false),
             ],
+            ..ClusterView::default()
         };
         let m = LbModel::build(&desired(), &view);
         assert_eq!(m.services.len(), 1);
@@ -308,8 +578,8 @@ mod tests {
     #[test]
     fn a_deleted_service_lingers_without_backends_then_goes() {
         let view = ClusterView {
-            peers: vec![],
             endpoints: vec![remote(3, svc(EndpointMode::Vip, Some("10.1.0.100")), false)],
+            ..ClusterView::default()
         };
         let had = LbModel::build(&desired(), &view);
         let none = || LbModel::build(&desired(), &ClusterView::default());
@@ -343,11 +613,198 @@ mod tests {
     #[test]
     fn all_drained_keeps_the_frontend_without_backends() {
         let view = ClusterView {
-            peers: vec![],
             endpoints: vec![remote(3, svc(EndpointMode::Vip, Some("10.1.0.100")), true)],
+            ..ClusterView::default()
         };
         let m = LbModel::build(&desired(), &view);
         assert_eq!(m.services.len(), 1);
         assert!(m.services.values().next().unwrap().backends.is_empty());
+    }
+
+    /// A random endpoint of a small world (few addresses, VIPs, networks and nodes, so claims
+    /// collide: same address twice, a VIP on two networks, drained and enabled).
+    fn random_endpoint(x: &mut u64) -> RemoteEndpointView {
+        let mut r = |n: u64| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x % n
+        };
+        let ports = match r(3) {
+            0 => vec![(Protocol::Tcp, 80)],
+            1 => vec![(Protocol::Udp, 53)],
+            _ => vec![(Protocol::Tcp, 80), (Protocol::Udp, 53)],
+        };
+        let service = match r(5) {
+            0 => None,
+            1 => Some(svc(EndpointMode::Dnsrr, None)),
+            _ => Some(ServiceSpec {
+                ports: ports
+                    .into_iter()
+                    .map(|(protocol, target_port)| PortSpec {
+                        protocol,
+                        target_port,
+                        published_port: None,
+                        publish_mode: PublishMode::Ingress,
+                        preserve_client_ip: false,
+                    })
+                    .collect(),
+                ..svc(
+                    EndpointMode::Vip,
+                    Some(["10.1.0.100", "10.1.0.101", "10.1.0.102"][r(3) as usize]),
+                )
+            }),
+        };
+        RemoteEndpointView {
+            id: format!("e{}", r(12)),
+            node: format!("n{}", r(3)).into(),
+            network: ["web", "db", "elsewhere"][r(3) as usize].into(),
+            ip: Ipv4Addr::new(10, 1, 0, 2 + r(8) as u8),
+            mac: ["", "02:00:00:00:00:01", "02:00:00:00:00:02"][r(3) as usize].into(),
+            vtep: Ipv4Addr::new(192, 168, 0, 2),
+            name: "t".into(),
+            aliases: vec![],
+            service: service.map(Arc::new),
+            service_disabled: r(4) == 0,
+        }
+    }
+
+    /// The model kept up to date change by change (as a reconcile pass does from the view
+    /// changes) equals the one made from scratch, lingering services included.
+    #[test]
+    fn incremental_model_equals_a_full_rebuild() {
+        let mut d = desired();
+        d.networks.insert(
+            "db".into(),
+            serde_json::from_str(r#"{"subnet":"10.2.0.0/24","vni":4098}"#).unwrap(),
+        );
+        let (t0, ttl) = (Instant::now(), Duration::from_secs(5));
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut views = BTreeMap::new();
+        let mut view = ClusterView::default();
+        let mut index = LbIndex::build(&d, &view);
+        let mut linger = Linger::default();
+        linger.apply(&mut index.model, LbModel::default, t0, ttl);
+        let mut full_linger = Linger::default();
+        full_linger.apply(&mut LbModel::build(&d, &view), LbModel::default, t0, ttl);
+        let (mut changed_total, mut lingered) = (0, 0);
+        for step in 1..=400u64 {
+            let now = t0 + Duration::from_millis(700 * step);
+            // 1-3 remote endpoints added, changed or removed.
+            for _ in 0..1 + step % 3 {
+                let e = random_endpoint(&mut x);
+                let k = (e.node.clone(), e.network.clone(), e.id.clone());
+                if x.is_multiple_of(4) {
+                    views.remove(&k);
+                } else {
+                    views.insert(k, e);
+                }
+            }
+            // Now and then a local endpoint comes, changes or goes.
+            if step.is_multiple_of(7) {
+                let e = random_endpoint(&mut x);
+                let id = format!("l{}", x % 3);
+                if x.is_multiple_of(5) {
+                    d.endpoints.remove(&id);
+                } else if &*e.network != "elsewhere" {
+                    let spec = EndpointSpec {
+                        network: e.network.to_string(),
+                        netns: format!("/run/netns/{id}").into(),
+                        ifname: "eth0".into(),
+                        ip: None,
+                        mac: None,
+                        name: id.clone(),
+                        aliases: vec![],
+                        service: e.service.as_deref().cloned(),
+                        labels: BTreeMap::new(),
+                    };
+                    let local = crate::state::LocalEndpoint {
+                        spec,
+                        ip: e.ip,
+                        mac: e.mac.clone(),
+                        service_disabled: e.service_disabled,
+                    };
+                    d.endpoints.insert(id, local);
+                }
+            }
+            let new = ClusterView {
+                endpoints: views.values().cloned().collect(),
+                generation: step,
+                ..ClusterView::default()
+            };
+            let changes = crate::gossip::endpoint_changes(&view, &new);
+            let mut dirty = BTreeSet::new();
+            index.set_locals(&d, &mut dirty);
+            for (old, new) in &changes {
+                index.change_remote(old.as_ref(), new.as_ref(), &mut dirty);
+            }
+            index.finish(&dirty);
+            let expired = linger
+                .apply_delta(&mut index.model, &dirty, now, ttl)
+                .expect("applied before");
+            changed_total += dirty.len() + expired.len();
+
+            let mut full = LbModel::build(&d, &new);
+            full_linger.apply(&mut full, LbModel::default, now, ttl);
+            assert_eq!(index.model, full, "step {step}");
+            lingered += full
+                .services
+                .values()
+                .filter(|s| s.backends.is_empty() && s.drained.is_empty())
+                .count();
+            view = new;
+        }
+        // The sequence did exercise changes and lingering services.
+        assert!(
+            changed_total > 300 && lingered > 10,
+            "{changed_total} {lingered}"
+        );
+    }
+
+    #[test]
+    fn a_vip_claimed_on_two_networks_goes_to_local_endpoints_first() {
+        let mut d = desired();
+        d.networks.insert(
+            "db".into(),
+            serde_json::from_str(r#"{"subnet":"10.2.0.0/24","vni":4098}"#).unwrap(),
+        );
+        let s = svc(EndpointMode::Vip, Some("10.1.0.100"));
+        let mut a = remote(2, s.clone(), false);
+        a.network = "web".into();
+        let mut b = remote(3, s.clone(), false);
+        b.network = "db".into();
+        let view = ClusterView {
+            endpoints: vec![a, b],
+            ..ClusterView::default()
+        };
+        let m = LbModel::build(&d, &view);
+        assert_eq!(m.services.values().next().unwrap().network, "db");
+        d.endpoints.insert(
+            "l".into(),
+            crate::state::LocalEndpoint {
+                spec: EndpointSpec {
+                    network: "web".into(),
+                    netns: "/run/netns/l".into(),
+                    ifname: "eth0".into(),
+                    ip: None,
+                    mac: None,
+                    name: "l".into(),
+                    aliases: vec![],
+                    service: Some(s),
+                    labels: BTreeMap::new(),
+                },
+                ip: Ipv4Addr::new(10, 1, 0, 9),
+                mac: String::new(),
+                service_disabled: false,
+            },
+        );
+        let m = LbModel::build(&d, &view);
+        let s = m.services.values().next().unwrap();
+        assert_eq!(s.network, "web");
+        let ips: Vec<_> = s.backends.iter().map(|b| b.ip).collect();
+        assert_eq!(
+            ips,
+            vec![Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 0, 9)]
+        );
     }
 }

@@ -32,7 +32,7 @@ pub fn peers(view: &ClusterView) -> BTreeMap<Ipv4Addr, u64> {
     let mut p: BTreeMap<Ipv4Addr, u64> = view
         .endpoints
         .iter()
-        .map(|e| (e.vtep, epoch_of.get(e.node.as_str()).copied().unwrap_or(0)))
+        .map(|e| (e.vtep, epoch_of.get(&*e.node).copied().unwrap_or(0)))
         .collect();
     for peer in view.peers.iter().filter(|p| p.live) {
         if let Ok(SocketAddr::V4(a)) = peer.gossip_addr.parse::<SocketAddr>() {

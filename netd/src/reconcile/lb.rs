@@ -1,10 +1,11 @@
 //! Service VIP load balancing, from the desired state and the cluster view (see `crate::lb`).
-//! Runs on the reconcile thread after every pass; cheap when nothing changed (the model is
-//! compared with what is programmed, and only differing services are touched).
+//! Runs on the reconcile thread in every pass, and alone (`Scope::Lb`) after a gossip change;
+//! cheap when nothing changed: the model follows the endpoint changes and only the services
+//! they touch are looked at (see [`reconcile`]).
 
 use super::Shared;
 use crate::gossip::ClusterView;
-use crate::lb::model::{LbModel, Linger};
+use crate::lb::model::{LbIndex, Linger};
 use crate::lb::{self, LoadBalancer};
 use crate::state::DesiredState;
 use anyhow::Result;
@@ -15,15 +16,36 @@ use std::time::{Duration, Instant};
 
 /// The backend, opened on the first pass (one netd per process, one reconcile thread).
 static LB: Mutex<Option<Box<dyn LoadBalancer>>> = Mutex::new(None);
-/// Services whose last task was deleted, kept refusing for `lb_service_linger_ms`.
-static LINGER: Mutex<Option<Linger>> = Mutex::new(None);
+/// What the last pass applied, kept to follow changes (see [`sync`]).
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+struct State {
+    /// The model applied (with lingering services) and what it was made of.
+    index: LbIndex,
+    /// The view (generation) the index was made from.
+    generation: u64,
+    /// Whether the index's model is exactly that of its endpoints plus lingering services (not
+    /// so when made in the startup grace, which keeps remote backends found in the kernel).
+    exact: bool,
+    /// Services whose last task was deleted, kept refusing for `lb_service_linger_ms`.
+    linger: Linger,
+    /// The last apply failed (the next pass applies everything again).
+    failed: bool,
+}
 
 /// LB failures are logged and retried on the next pass; they do not fail the API call that
 /// triggered the pass (an endpoint is attached and reachable by address even if its service
 /// VIP is not programmed yet).
 ///
-/// On a `full` (drift repair) pass the backend first compares what it programmed with what the
-/// kernel holds (a map entry deleted by hand, a stray one) and reprograms the difference.
+/// A pass brings the model it applied last up to date with the endpoint changes since (the
+/// local endpoints compared as a whole, the remote ones from the view changes the gossip watcher
+/// published with the view) and applies the frontends that changed: a backend change costs
+/// O(its service), not O(cluster). When the changes are not known (the first pass, the startup
+/// grace, networks added or removed, a consumer too far behind) and on every `full` (drift
+/// repair) pass, the model is made from scratch from the whole view instead, with the same code
+/// (`LbIndex`), and applied as a whole. On a `full` pass the backend first compares what it
+/// programmed with what the kernel holds (a map entry deleted by hand, a stray one) and
+/// reprograms the difference.
 pub fn reconcile(
     shared: &Shared,
     desired: &DesiredState,
@@ -49,6 +71,47 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
         *guard = Some(opened);
     }
     let lb = guard.as_mut().expect("opened above");
+    let ttl = Duration::from_millis(shared.cfg.lb_service_linger_ms);
+    let grace = shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128;
+    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    if !full && !grace {
+        if let Some(st) = state.as_mut().filter(|st| st.exact) {
+            if st.index.same_networks(desired) {
+                let changes = shared
+                    .view_changes
+                    .lock()
+                    .expect("view changes lock")
+                    .between(st.generation, view.generation);
+                if let Some(changes) = changes {
+                    let mut dirty = BTreeSet::new();
+                    let clients_changed = st.index.set_locals(desired, &mut dirty);
+                    for (old, new) in changes.iter().flat_map(|c| c.iter()) {
+                        st.index
+                            .change_remote(old.as_ref(), new.as_ref(), &mut dirty);
+                    }
+                    st.index.finish(&dirty);
+                    st.generation = view.generation;
+                    if let Some(expired) =
+                        st.linger
+                            .apply_delta(&mut st.index.model, &dirty, Instant::now(), ttl)
+                    {
+                        dirty.extend(expired);
+                        let r = if clients_changed || st.failed {
+                            // Backends that program each container (nftables) look at all
+                            // containers; a failed apply is retried as a whole.
+                            lb.apply(&st.index.model)
+                        } else if dirty.is_empty() {
+                            Ok(())
+                        } else {
+                            lb.apply_changed(&st.index.model, &dirty)
+                        };
+                        st.failed = r.is_err();
+                        return r;
+                    }
+                }
+            }
+        }
+    }
     let drift = if full {
         lb.verify_kernel().unwrap_or_else(|e| {
             tracing::warn!(error = %format!("{e:#}"), "reading back the LB maps");
@@ -57,21 +120,23 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
     } else {
         Vec::new()
     };
-    let mut want = LbModel::build(desired, view);
+    let mut index = LbIndex::build(desired, view);
     // Right after a start, keep remote backends already programmed until gossip caught up.
-    if shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128 {
+    if grace {
         let local: BTreeSet<_> = desired.endpoints.values().map(|e| e.ip).collect();
-        want.keep_unknown_remotes(&lb.current(), &local);
+        index.model.keep_unknown_remotes(&lb.current(), &local);
     }
-    let ttl = Duration::from_millis(shared.cfg.lb_service_linger_ms);
-    let mut linger = LINGER.lock().unwrap_or_else(|e| e.into_inner());
-    linger.get_or_insert_with(Linger::default).apply(
-        &mut want,
-        || lb.current(),
-        Instant::now(),
-        ttl,
-    );
-    lb.apply(&want)?;
+    let mut linger = state.take().map(|st| st.linger).unwrap_or_default();
+    linger.apply(&mut index.model, || lb.current(), Instant::now(), ttl);
+    let r = lb.apply(&index.model);
+    *state = Some(State {
+        index,
+        generation: view.generation,
+        exact: !grace,
+        linger,
+        failed: r.is_err(),
+    });
+    r?;
     for d in drift {
         shared.events.emit("drift_repaired", None, lb.name(), d);
     }

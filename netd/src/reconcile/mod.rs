@@ -34,7 +34,10 @@ pub struct Shared {
     pub dns: crate::dns::DnsService,
     pub facts: NodeFacts,
     pub desired: RwLock<DesiredState>,
-    pub view: RwLock<ClusterView>,
+    /// Shared, so that a pass takes it without copying 100k endpoints.
+    pub view: RwLock<Arc<ClusterView>>,
+    /// The endpoint changes between the last views (published with them).
+    pub view_changes: std::sync::Mutex<crate::gossip::ViewChanges>,
     pub started: Instant,
     /// Infrastructure (sandbox bridge/VXLAN, egress bridge/rules) checked since the last full
     /// pass: event-driven passes skip re-checking it, the periodic full pass re-checks all.
@@ -59,7 +62,7 @@ impl Shared {
             Some(v) => {
                 self.dns
                     .set_index(crate::dns::index::DnsIndex::build(&desired, &v));
-                *self.view.write().expect("view lock") = v;
+                *self.view.write().expect("view lock") = Arc::new(v);
             }
             None => {
                 let v = self.view.read().expect("view lock").clone();
@@ -111,6 +114,9 @@ pub enum Scope {
     All { verify_containers: bool },
     /// Encryption only (data-path keys changed).
     Crypto,
+    /// Service load balancing only, after a gossip change (from the view's endpoint changes
+    /// when it can: see `lb::reconcile`).
+    Lb,
 }
 
 struct Job {
@@ -205,6 +211,9 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
             }
         }
     };
+    if *scope == Scope::Lb {
+        return lb::reconcile(shared, &desired, &view, false);
+    }
     // Encryption first: drop rules for encrypted VNIs exist before any of their traffic can.
     note(crypto::reconcile(shared, &desired, &view, keep_extra));
     if *scope == Scope::Crypto {
@@ -262,7 +271,7 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
                     ));
                 }
             }
-            Scope::Remotes(_) | Scope::Crypto => unreachable!("handled above"),
+            Scope::Remotes(_) | Scope::Crypto | Scope::Lb => unreachable!("handled above"),
         }
         let egress = egress
             .join()
