@@ -2,31 +2,51 @@
 
 use crate::daemon::Daemon;
 use crate::events::Events;
+use crate::gossip::follow::ViewReader;
 use crate::gossip::ClusterView;
 use crate::reconcile::Scope;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Polls the gossip state's fingerprint (cheap) and, when it changes, rebuilds the cluster view
-/// and queues a reconcile for every network whose remote endpoints changed.
+/// Polls the gossip state's fingerprint (cheap) and, when it changes, brings the cluster view up
+/// to date (reading only the records that changed, see `gossip::follow`) and queues a reconcile
+/// for every network whose remote endpoints changed. Every `reconcile_interval_ms` the view is
+/// read whole instead (a fresh reader, the same code), as the reconcile loop repairs drift.
 pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
     let mut last_fp = 0u64;
+    let mut reader = ViewReader::default();
+    let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms);
+    let mut last_whole = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         tick.tick().await;
         let fp = d.gossip.fingerprint().await;
-        if fp == last_fp {
+        let whole = last_whole.elapsed() >= period;
+        if fp == last_fp && !whole {
             continue;
         }
+        if whole {
+            reader = ViewReader::default();
+            last_whole = Instant::now();
+        }
+        let unchanged = fp == last_fp;
+        if !unchanged {
+            d.gossip.acknowledge_claims().await;
+        }
         last_fp = fp;
-        d.gossip.acknowledge_claims().await;
-        let mut view = d.gossip.view().await;
         let current = d.shared.view.read().expect("view lock").clone();
-        let changes = crate::gossip::endpoint_changes(&current, &view);
+        let (mut view, changes) = d.gossip.read_view(&mut reader, &current).await;
+        if unchanged && !changes.is_empty() {
+            // Nothing changed in gossip since the last read, so the reads before missed these.
+            tracing::warn!(
+                changes = changes.len(),
+                "the periodic full read of the gossip state found endpoint changes"
+            );
+        }
         emit_changes(&d.shared.events, &current, &view, &changes);
         // Networks whose remote FDB/neighbor entries (address, MAC, VTEP) changed.
-        let fdb = |e: &Option<crate::api::types::RemoteEndpointView>| {
+        let fdb = |e: &Option<Arc<crate::api::types::RemoteEndpointView>>| {
             e.as_ref().map(|e| (e.ip, e.mac.clone(), e.vtep))
         };
         let changed: BTreeSet<String> = changes
