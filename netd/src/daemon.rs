@@ -70,6 +70,7 @@ impl Daemon {
             },
             desired: std::sync::RwLock::new(desired),
             view: std::sync::RwLock::new(Default::default()),
+            reconcile_view: std::sync::RwLock::new(Default::default()),
             view_changes: Default::default(),
             started: Instant::now(),
             verified: Default::default(),

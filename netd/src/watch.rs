@@ -13,12 +13,16 @@ use std::time::{Duration, Instant};
 /// to date (reading only the records that changed, see `gossip::follow`) and queues a reconcile
 /// for every network whose remote endpoints changed. Every `reconcile_interval_ms` the view is
 /// read whole instead (a fresh reader, the same code), as the reconcile loop repairs drift.
+/// The new view goes to reconcile passes first (`Shared::reconcile_view`), then the DNS names
+/// are rebuilt from it and it is published to the API (`Shared::view`).
 pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
     let mut last_fp = 0u64;
     let mut reader = ViewReader::default();
     let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms);
     let mut last_whole = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    // The fingerprint is a few hashes per node: polling it often costs little and bounds the
+    // time a change waits before it is read.
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
     loop {
         tick.tick().await;
         let fp = d.gossip.fingerprint().await;
@@ -59,10 +63,7 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             crate::reconcile::crypto::peers(&current) != crate::reconcile::crypto::peers(&view);
         view.generation = current.generation + u64::from(records_changed);
         drop(current);
-        if peers_changed {
-            // SAs and policies follow the set of live nodes.
-            d.reconciler.request(Scope::Crypto);
-        }
+        let view = Arc::new(view);
         if records_changed {
             // The changes first: a pass that sees the view finds how it came about.
             d.shared
@@ -70,11 +71,19 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
                 .lock()
                 .expect("view changes lock")
                 .push(view.generation, changes);
-            d.shared.rebuild_dns(Some(view));
+        }
+        // Reconcile passes get the view at once; the API once its DNS names are rebuilt.
+        *d.shared
+            .reconcile_view
+            .write()
+            .expect("reconcile view lock") = view.clone();
+        if peers_changed {
+            // SAs and policies follow the set of live nodes.
+            d.reconciler.request(Scope::Crypto);
+        }
+        if records_changed {
             // Service backends (any record field may matter: address, service, drained).
             d.reconciler.request(Scope::Lb);
-        } else {
-            *d.shared.view.write().expect("view lock") = Arc::new(view);
         }
         let local: BTreeSet<String> = d
             .shared
@@ -89,6 +98,11 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             if local.contains(n) {
                 d.reconciler.request(Scope::Remotes(n.clone()));
             }
+        }
+        if records_changed {
+            d.shared.rebuild_dns(Some(view));
+        } else {
+            *d.shared.view.write().expect("view lock") = view;
         }
     }
 }
