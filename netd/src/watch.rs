@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 /// to date (reading only the records that changed, see `gossip::follow`) and queues a reconcile
 /// for every network whose remote endpoints changed. Every `reconcile_interval_ms` the view is
 /// read whole instead (a fresh reader, the same code), as the reconcile loop repairs drift.
-/// The new view goes to reconcile passes first (`Shared::reconcile_view`), then the DNS names
-/// are rebuilt from it and it is published to the API (`Shared::view`).
+/// The new view goes to reconcile passes at once (`Shared::reconcile_view`); the DNS names are
+/// rebuilt from it and it is published to the API (`Shared::view`) on a task of their own
+/// ([`names_follow`]), so the next change is read while a rebuild runs.
 pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
+    let (to_names, views) = tokio::sync::watch::channel(None);
+    tokio::spawn(names_follow(d.clone(), views));
     let mut last_fp = 0u64;
     let mut reader = ViewReader::default();
     let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms);
@@ -39,7 +42,12 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             d.gossip.acknowledge_claims().await;
         }
         last_fp = fp;
-        let current = d.shared.view.read().expect("view lock").clone();
+        let current = d
+            .shared
+            .reconcile_view
+            .read()
+            .expect("reconcile view lock")
+            .clone();
         let (mut view, changes) = d.gossip.read_view(&mut reader, &current).await;
         if unchanged && !changes.is_empty() {
             // Nothing changed in gossip since the last read, so the reads before missed these.
@@ -99,10 +107,31 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
                 d.reconciler.request(Scope::Remotes(n.clone()));
             }
         }
-        if records_changed {
-            d.shared.rebuild_dns(Some(view));
-        } else {
+        to_names.send_replace(Some(view));
+    }
+}
+
+/// Rebuilds the DNS names from the views the watcher makes (when their endpoints changed) and
+/// then publishes each to the API, in order; a rebuild is O(view), and views that came during
+/// one are skipped for the newest.
+async fn names_follow(
+    d: Arc<Daemon>,
+    mut views: tokio::sync::watch::Receiver<Option<Arc<ClusterView>>>,
+) {
+    let mut built = 0u64;
+    while views.changed().await.is_ok() {
+        let Some(view) = views.borrow_and_update().clone() else {
+            continue;
+        };
+        if view.generation == built {
             *d.shared.view.write().expect("view lock") = view;
+            continue;
+        }
+        built = view.generation;
+        let d = d.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || d.shared.rebuild_dns(Some(view))).await
+        {
+            tracing::warn!(error = %e, "rebuilding DNS names");
         }
     }
 }
