@@ -70,6 +70,7 @@ impl Daemon {
             },
             desired: std::sync::RwLock::new(desired),
             view: std::sync::RwLock::new(Default::default()),
+            reconcile_view: std::sync::RwLock::new(Default::default()),
             view_changes: Default::default(),
             started: Instant::now(),
             verified: Default::default(),
@@ -575,7 +576,7 @@ impl Daemon {
         }
     }
 
-    pub fn remote_endpoints(&self) -> Vec<RemoteEndpointView> {
+    pub fn remote_endpoints(&self) -> Vec<Arc<RemoteEndpointView>> {
         self.shared
             .view
             .read()
@@ -606,14 +607,16 @@ fn record_of(vtep: Ipv4Addr, ep: &LocalEndpoint) -> EndpointRecord {
 
 /// What this node publishes on (re)start: its endpoints and confirmed IPAM blocks.
 fn initial_gossip_state(cfg: &Config, d: &DesiredState) -> Vec<(String, String)> {
-    let mut kv = Vec::new();
-    for (id, ep) in &d.endpoints {
-        let rec = record_of(cfg.advertise_addr, ep);
-        kv.push((
-            crate::gossip::record::endpoint_key(&ep.spec.network, id),
-            serde_json::to_string(&rec).expect("record serializes"),
-        ));
-    }
+    let mut kv = crate::gossip::initial_endpoint_state(
+        cfg,
+        d.endpoints.iter().map(|(id, ep)| {
+            (
+                ep.spec.network.clone(),
+                id.clone(),
+                record_of(cfg.advertise_addr, ep),
+            )
+        }),
+    );
     for (net, blocks) in &d.ipam_blocks {
         for b in blocks {
             kv.push((claim_key(net, *b), CONFIRMED.to_string()));

@@ -2,31 +2,63 @@
 
 use crate::daemon::Daemon;
 use crate::events::Events;
+use crate::gossip::follow::ViewReader;
 use crate::gossip::ClusterView;
 use crate::reconcile::Scope;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Polls the gossip state's fingerprint (cheap) and, when it changes, rebuilds the cluster view
-/// and queues a reconcile for every network whose remote endpoints changed.
+/// Polls the gossip state's fingerprint (cheap) and, when it changes, brings the cluster view up
+/// to date (reading only the records that changed, see `gossip::follow`) and queues a reconcile
+/// for every network whose remote endpoints changed. Every `reconcile_interval_ms` the view is
+/// read whole instead (a fresh reader, the same code), as the reconcile loop repairs drift.
+/// The new view goes to reconcile passes at once (`Shared::reconcile_view`); the DNS names are
+/// rebuilt from it and it is published to the API (`Shared::view`) on a task of their own
+/// ([`names_follow`]), so the next change is read while a rebuild runs.
 pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
+    let (to_names, views) = tokio::sync::watch::channel(None);
+    tokio::spawn(names_follow(d.clone(), views));
     let mut last_fp = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut reader = ViewReader::default();
+    let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms);
+    let mut last_whole = Instant::now();
+    // The fingerprint is a few hashes per node: polling it often costs little and bounds the
+    // time a change waits before it is read.
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
     loop {
         tick.tick().await;
         let fp = d.gossip.fingerprint().await;
-        if fp == last_fp {
+        let whole = last_whole.elapsed() >= period;
+        if fp == last_fp && !whole {
             continue;
         }
+        if whole {
+            reader = ViewReader::default();
+            last_whole = Instant::now();
+        }
+        let unchanged = fp == last_fp;
+        if !unchanged {
+            d.gossip.acknowledge_claims().await;
+        }
         last_fp = fp;
-        d.gossip.acknowledge_claims().await;
-        let mut view = d.gossip.view().await;
-        let current = d.shared.view.read().expect("view lock").clone();
-        let changes = crate::gossip::endpoint_changes(&current, &view);
+        let current = d
+            .shared
+            .reconcile_view
+            .read()
+            .expect("reconcile view lock")
+            .clone();
+        let (mut view, changes) = d.gossip.read_view(&mut reader, &current).await;
+        if unchanged && !changes.is_empty() {
+            // Nothing changed in gossip since the last read, so the reads before missed these.
+            tracing::warn!(
+                changes = changes.len(),
+                "the periodic full read of the gossip state found endpoint changes"
+            );
+        }
         emit_changes(&d.shared.events, &current, &view, &changes);
         // Networks whose remote FDB/neighbor entries (address, MAC, VTEP) changed.
-        let fdb = |e: &Option<crate::api::types::RemoteEndpointView>| {
+        let fdb = |e: &Option<Arc<crate::api::types::RemoteEndpointView>>| {
             e.as_ref().map(|e| (e.ip, e.mac.clone(), e.vtep))
         };
         let changed: BTreeSet<String> = changes
@@ -39,10 +71,7 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             crate::reconcile::crypto::peers(&current) != crate::reconcile::crypto::peers(&view);
         view.generation = current.generation + u64::from(records_changed);
         drop(current);
-        if peers_changed {
-            // SAs and policies follow the set of live nodes.
-            d.reconciler.request(Scope::Crypto);
-        }
+        let view = Arc::new(view);
         if records_changed {
             // The changes first: a pass that sees the view finds how it came about.
             d.shared
@@ -50,11 +79,19 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
                 .lock()
                 .expect("view changes lock")
                 .push(view.generation, changes);
-            d.shared.rebuild_dns(Some(view));
+        }
+        // Reconcile passes get the view at once; the API once its DNS names are rebuilt.
+        *d.shared
+            .reconcile_view
+            .write()
+            .expect("reconcile view lock") = view.clone();
+        if peers_changed {
+            // SAs and policies follow the set of live nodes.
+            d.reconciler.request(Scope::Crypto);
+        }
+        if records_changed {
             // Service backends (any record field may matter: address, service, drained).
             d.reconciler.request(Scope::Lb);
-        } else {
-            *d.shared.view.write().expect("view lock") = Arc::new(view);
         }
         let local: BTreeSet<String> = d
             .shared
@@ -69,6 +106,32 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             if local.contains(n) {
                 d.reconciler.request(Scope::Remotes(n.clone()));
             }
+        }
+        to_names.send_replace(Some(view));
+    }
+}
+
+/// Rebuilds the DNS names from the views the watcher makes (when their endpoints changed) and
+/// then publishes each to the API, in order; a rebuild is O(view), and views that came during
+/// one are skipped for the newest.
+async fn names_follow(
+    d: Arc<Daemon>,
+    mut views: tokio::sync::watch::Receiver<Option<Arc<ClusterView>>>,
+) {
+    let mut built = 0u64;
+    while views.changed().await.is_ok() {
+        let Some(view) = views.borrow_and_update().clone() else {
+            continue;
+        };
+        if view.generation == built {
+            *d.shared.view.write().expect("view lock") = view;
+            continue;
+        }
+        built = view.generation;
+        let d = d.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || d.shared.rebuild_dns(Some(view))).await
+        {
+            tracing::warn!(error = %e, "rebuilding DNS names");
         }
     }
 }

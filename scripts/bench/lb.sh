@@ -22,7 +22,9 @@
 #   - one backend change until the maps show it, p99 (the incremental reconcile pass a gossip
 #     change causes: model updated from the changed record + the changed frontend applied;
 #     target <= 10 ms), the full pass (model from the whole view + apply, as drift repair does),
-#     and what the gossip watcher does first: the endpoint changes between two views,
+#     and what the gossip watcher does first: the view and the endpoint changes from the records
+#     in 16 chitchat node states, read whole (as every change did before) and incrementally
+#     (only the changed record), and the DNS names rebuilt from the new view,
 #   - RSS at 10k x 10 and its parts (target <= 64 MB), then with chitchat's copy of the
 #     records added (a chitchat instance holding them), which a netd also keeps,
 #   - p99 connect latency through a VIP with 1, 10k and 30k services programmed (the process
@@ -175,5 +177,5 @@ if [ "${SCALE:-1}" = 1 ]; then
   printf '\neBPF LB at scale (netd/src/lb/bench.rs)\n'
   (cd "$ROOT" && NETD_LB_BENCH_TAG="bench-$RIG-scale" cargo test -q --release -p netd --lib \
     lb::bench::lb_scale_bench -- --ignored --nocapture --test-threads=1 2>&1) |
-    grep -E '^(program|RSS|one backend|gossip watcher|connect|test lb|[ 0-9]+ services)' | sed 's/^test lb::bench::lb_scale_bench \.\.\. //'
+    grep -E '^(program|RSS|one backend|gossip watcher|DNS names|connect|test lb|[ 0-9]+ services)' | sed 's/^test lb::bench::lb_scale_bench \.\.\. //'
 fi

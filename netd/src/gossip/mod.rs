@@ -2,6 +2,7 @@
 //! detection) over a sealed UDP transport.
 
 pub mod claims;
+pub mod follow;
 pub mod keyring;
 pub mod record;
 pub mod transport;
@@ -10,9 +11,9 @@ use crate::api::types::{PeerView, RemoteEndpointView, ServiceSpec};
 use crate::config::Config;
 use anyhow::{Context, Result};
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use follow::{NodeInput, ViewReader};
 use keyring::Keyring;
-use record::{parse_endpoint_key, EndpointRecord};
-use std::collections::BTreeMap;
+use record::EndpointRecord;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use transport::{SealedTransport, Stats};
 
 pub struct Gossip {
     handle: ChitchatHandle,
+    /// The address in this node's gossip identity (records leave out a VTEP equal to it).
+    node_ip: std::net::Ipv4Addr,
     pub keyring: Arc<Keyring>,
     pub stats: Arc<Stats>,
 }
@@ -29,8 +32,9 @@ pub struct Gossip {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
     pub peers: Vec<PeerView>,
-    /// Endpoints of live nodes other than this one.
-    pub endpoints: Vec<RemoteEndpointView>,
+    /// Endpoints of live nodes other than this one, by node then gossip key (each shared
+    /// between the views it is in: a new view copies pointers, not records).
+    pub endpoints: Vec<Arc<RemoteEndpointView>>,
     /// Number of this view among those the gossip watcher published (it counts views whose
     /// endpoints changed; see [`ViewChanges`]); 0 for a view made otherwise.
     pub generation: u64,
@@ -63,16 +67,40 @@ impl ViewInterner {
         a
     }
 
+    /// The one copy of a spec equal to `s` (`s` itself if it is the first).
+    pub fn shared_service(&mut self, s: Arc<ServiceSpec>) -> Arc<ServiceSpec> {
+        if let Some(a) = self.services.get(&s) {
+            return a.clone();
+        }
+        self.services.insert(s.clone());
+        s
+    }
+
     /// The view of endpoint `id` of `network` on `node`, published as `rec`.
     pub fn endpoint(
         &mut self,
         node: &str,
         network: &str,
         id: &str,
+        mut rec: EndpointRecord,
+    ) -> RemoteEndpointView {
+        let spec = rec.service.take().map(|s| self.service(s));
+        self.endpoint_with(node, network, id, rec, spec)
+    }
+
+    /// As [`Self::endpoint`], the service spec (`rec.service` is ignored) already shared.
+    pub fn endpoint_with(
+        &mut self,
+        node: &str,
+        network: &str,
+        id: &str,
         rec: EndpointRecord,
+        service: Option<Arc<ServiceSpec>>,
     ) -> RemoteEndpointView {
         let mut mac = rec.mac;
         mac.shrink_to_fit();
+        let mut name = rec.name;
+        name.shrink_to_fit();
         RemoteEndpointView {
             id: id.to_string(),
             node: self.name(node),
@@ -80,16 +108,19 @@ impl ViewInterner {
             ip: rec.ip,
             mac,
             vtep: rec.vtep,
-            name: rec.name,
+            name,
             aliases: rec.aliases,
-            service: rec.service.map(|s| self.service(s)),
+            service,
             service_disabled: rec.disabled,
         }
     }
 }
 
 /// A remote endpoint that changed between two views: before and after (None: absent).
-pub type EndpointChange = (Option<RemoteEndpointView>, Option<RemoteEndpointView>);
+pub type EndpointChange = (
+    Option<Arc<RemoteEndpointView>>,
+    Option<Arc<RemoteEndpointView>>,
+);
 
 /// The endpoint changes of the last views published, for what follows the view change by
 /// change instead of re-reading all of it (the LB): entry `g` leads from view `g - 1` to `g`.
@@ -134,26 +165,27 @@ impl ViewChanges {
     }
 }
 
+/// The order of endpoints in a view: by node, then by gossip key (`ep:<network>:<id>`).
+fn order(a: &RemoteEndpointView, b: &RemoteEndpointView) -> std::cmp::Ordering {
+    fn key(e: &RemoteEndpointView) -> impl Iterator<Item = u8> + '_ {
+        let (n, i) = (e.network.as_bytes(), e.id.as_bytes());
+        n.iter().chain(b":").chain(i).copied()
+    }
+    a.node.cmp(&b.node).then_with(|| {
+        if a.network == b.network {
+            a.id.cmp(&b.id)
+        } else {
+            key(a).cmp(key(b))
+        }
+    })
+}
+
 /// The endpoint changes from `old` to `new` (endpoints by node, network and id).
 pub fn endpoint_changes(old: &ClusterView, new: &ClusterView) -> Vec<EndpointChange> {
-    /// The order of `Gossip::view`: by node, then by gossip key (`ep:<network>:<id>`).
-    fn order(a: &RemoteEndpointView, b: &RemoteEndpointView) -> std::cmp::Ordering {
-        fn key(e: &RemoteEndpointView) -> impl Iterator<Item = u8> + '_ {
-            let (n, i) = (e.network.as_bytes(), e.id.as_bytes());
-            n.iter().chain(b":").chain(i).copied()
-        }
-        a.node.cmp(&b.node).then_with(|| {
-            if a.network == b.network {
-                a.id.cmp(&b.id)
-            } else {
-                key(a).cmp(key(b))
-            }
-        })
-    }
-    let sorted = |v: &[RemoteEndpointView]| v.is_sorted_by(|a, b| order(a, b).is_lt());
+    let sorted = |v: &[Arc<RemoteEndpointView>]| v.is_sorted_by(|a, b| order(a, b).is_lt());
     let mut out = Vec::new();
     if sorted(&old.endpoints) && sorted(&new.endpoints) {
-        // Views as `Gossip::view` makes them: one merge pass, no hashing.
+        // Views as `ViewReader` makes them: one merge pass, no hashing.
         let (mut a, mut b) = (
             old.endpoints.iter().peekable(),
             new.endpoints.iter().peekable(),
@@ -193,7 +225,7 @@ pub fn endpoint_changes(old: &ClusterView, new: &ClusterView) -> Vec<EndpointCha
     fn key(e: &RemoteEndpointView) -> (&str, &str, &str) {
         (&e.node, &e.network, &e.id)
     }
-    let mut was: std::collections::HashMap<_, &RemoteEndpointView> =
+    let mut was: std::collections::HashMap<_, &Arc<RemoteEndpointView>> =
         old.endpoints.iter().map(|e| (key(e), e)).collect();
     for e in &new.endpoints {
         match was.remove(&key(e)) {
@@ -212,7 +244,38 @@ impl ClusterView {
     ) -> impl Iterator<Item = &'a RemoteEndpointView> + 'a {
         self.endpoints
             .iter()
+            .map(|e| &**e)
             .filter(move |e| *e.network == *network)
+    }
+}
+
+/// What this node publishes for its endpoints on (re)start: `(network, id, record)` →
+/// key-values.
+pub fn initial_endpoint_state(
+    cfg: &Config,
+    eps: impl IntoIterator<Item = (String, String, EndpointRecord)>,
+) -> Vec<(String, String)> {
+    let node_ip = match advertise_addr(cfg).ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+    };
+    eps.into_iter()
+        .map(|(network, id, rec)| {
+            (
+                record::endpoint_key(&network, &id),
+                record::encode(&rec, node_ip),
+            )
+        })
+        .collect()
+}
+
+/// The gossip address in this node's identity.
+fn advertise_addr(cfg: &Config) -> SocketAddr {
+    let bind = cfg.gossip_bind();
+    if bind.ip().is_unspecified() {
+        SocketAddr::new(cfg.advertise_addr.into(), bind.port())
+    } else {
+        bind
     }
 }
 
@@ -225,11 +288,7 @@ impl Gossip {
         let keyring = Arc::new(Keyring::new(keys));
         let stats = Arc::new(Stats::default());
         let bind = cfg.gossip_bind();
-        let advertise = if bind.ip().is_unspecified() {
-            SocketAddr::new(cfg.advertise_addr.into(), bind.port())
-        } else {
-            bind
-        };
+        let advertise = advertise_addr(cfg);
         // A new generation on every start: peers then replace our old state instead of merging.
         let generation = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
         let interval = Duration::from_millis(cfg.gossip_interval_ms);
@@ -264,6 +323,10 @@ impl Gossip {
             .context("starting gossip")?;
         Ok(Gossip {
             handle,
+            node_ip: match advertise.ip() {
+                std::net::IpAddr::V4(a) => a,
+                std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+            },
             keyring,
             stats,
         })
@@ -286,7 +349,7 @@ impl Gossip {
     }
 
     pub async fn publish_endpoint(&self, network: &str, id: &str, rec: &EndpointRecord) {
-        let v = serde_json::to_string(rec).expect("record serializes");
+        let v = record::encode(rec, self.node_ip);
         self.set(record::endpoint_key(network, id), v).await;
     }
 
@@ -328,56 +391,22 @@ impl Gossip {
         h.finish()
     }
 
-    pub async fn view(&self) -> ClusterView {
+    /// The view brought up to date by `reader` from `old` (the view it made last), and the
+    /// endpoint changes from `old`; a fresh reader reads everything (see [`follow`]).
+    pub async fn read_view(
+        &self,
+        reader: &mut ViewReader,
+        old: &ClusterView,
+    ) -> (ClusterView, Vec<EndpointChange>) {
         let cc = self.handle.chitchat();
         let g = cc.lock().await;
-        let me = g.self_chitchat_id().clone();
-        let live: Vec<ChitchatId> = g.live_nodes().cloned().collect();
-        let mut view = ClusterView::default();
-        let mut interner = ViewInterner::default();
-        // One entry per node name: the newest generation wins (a restarted node).
-        let mut newest: BTreeMap<&str, &ChitchatId> = BTreeMap::new();
-        for id in g.node_states().keys() {
-            let e = newest.entry(&id.node_id).or_insert(id);
-            if id.generation_id > e.generation_id {
-                *e = id;
-            }
-        }
-        for id in newest.values() {
-            if id.node_id == me.node_id {
-                continue;
-            }
-            let Some(st) = g.node_state(id) else { continue };
-            let is_live = live.contains(id);
-            let mut count = 0;
-            for (key, value) in st.key_values() {
-                let Some((network, eid)) = parse_endpoint_key(key) else {
-                    continue;
-                };
-                count += 1;
-                if !is_live {
-                    continue;
-                }
-                let Ok(rec) = serde_json::from_str::<EndpointRecord>(value) else {
-                    tracing::warn!(node = %id.node_id, key, "ignoring undecodable endpoint record");
-                    continue;
-                };
-                view.endpoints
-                    .push(interner.endpoint(&id.node_id, network, eid, rec));
-            }
-            view.peers.push(PeerView {
-                node: id.node_id.to_string(),
-                gossip_addr: id.gossip_advertise_addr.to_string(),
-                live: is_live,
-                generation: id.generation_id,
-                endpoints: count,
-                sa_epoch: st
-                    .get(crate::crypto::epoch::GOSSIP_KEY)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-            });
-        }
-        view
+        let live: std::collections::HashSet<&ChitchatId> = g.live_nodes().collect();
+        let nodes = g.node_states().iter().map(|(id, state)| NodeInput {
+            id,
+            state,
+            live: live.contains(id),
+        });
+        reader.read(&g.self_chitchat_id().node_id, nodes, old)
     }
 }
 
@@ -398,7 +427,7 @@ mod tests {
         ViewInterner::default().endpoint(node, network, id, rec)
     }
 
-    /// Sorted views (as `Gossip::view` makes them) take the merge path, others the hash path:
+    /// Sorted views (as `ViewReader` makes them) take the merge path, others the hash path:
     /// both find the same changes.
     #[test]
     fn endpoint_changes_of_sorted_and_unsorted_views_agree() {
@@ -413,7 +442,7 @@ mod tests {
         new[1].ip = std::net::Ipv4Addr::new(10, 0, 0, 9); // changed
         new.push(ep("c", "n", "7", 7)); // new
         let view = |v: Vec<RemoteEndpointView>| ClusterView {
-            endpoints: v,
+            endpoints: v.into_iter().map(Arc::new).collect(),
             ..ClusterView::default()
         };
         let norm = |mut c: Vec<EndpointChange>| {
@@ -433,13 +462,13 @@ mod tests {
     #[test]
     fn view_changes_are_known_only_without_gaps() {
         let mut log = ViewChanges::default();
-        log.push(1, vec![(None, Some(ep("a", "n", "1", 1)))]);
+        log.push(1, vec![(None, Some(Arc::new(ep("a", "n", "1", 1))))]);
         log.push(2, vec![]);
         assert_eq!(log.between(0, 2).map(|v| v.len()), Some(2));
         assert_eq!(log.between(2, 2).map(|v| v.len()), Some(0));
         // Too big to remember: whoever needs it re-reads the view.
         let big = (0..=ViewChanges::KEEP)
-            .map(|i| (None, Some(ep("a", "n", &i.to_string(), 1))))
+            .map(|i| (None, Some(Arc::new(ep("a", "n", &i.to_string(), 1)))))
             .collect();
         log.push(3, big);
         assert!(log.between(2, 3).is_none());

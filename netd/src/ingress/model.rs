@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn ingress_ports_collect_enabled_tasks_and_legs() {
         let view = ClusterView {
-            endpoints: vec![
+            endpoints: [
                 remote(2, INGRESS_LEG, None, false),
                 remote(5, "t1", Some(svc("a", 8080, PublishMode::Ingress)), false),
                 remote(6, "t2", Some(svc("a", 8080, PublishMode::Ingress)), true),
@@ -327,7 +327,9 @@ mod tests {
                 remote(7, "t3", Some(svc("b", 8080, PublishMode::Ingress)), false),
                 // Host mode of a remote node: nothing here.
                 remote(8, "t4", Some(svc("c", 9090, PublishMode::Host)), false),
-            ],
+            ]
+            .map(std::sync::Arc::new)
+            .into(),
             ..ClusterView::default()
         };
         let m = IngressModel::build(&desired(), &view);

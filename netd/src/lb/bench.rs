@@ -1,10 +1,11 @@
 //! Scale benchmark of the eBPF LB (run by `scripts/bench/lb.sh`; ignored by `cargo test`, needs
 //! root, a cgroup v2 mount and bpffs): map programming time for 10k services x 10 backends
 //! (from the cluster view, as a reconcile pass does it, and the map writes alone), one backend
-//! change until the maps show it (p99: the incremental reconcile pass, and the full one), process
-//! RSS at 10k x 10 (cluster view, LB model with its index, LB state, then with chitchat's copy of
-//! the records, which a netd also holds), and p99 connect latency through a VIP with 1, 10k and
-//! 30k services programmed.
+//! change until the maps show it (p99: the incremental reconcile pass, and the full one), what
+//! the gossip watcher does before (view and endpoint changes read whole and incrementally from
+//! the records, DNS names rebuilt), process RSS at 10k x 10 (cluster view, LB model with its
+//! index, LB state, then with chitchat's copy of the records, which a netd also holds), and p99
+//! connect latency through a VIP with 1, 10k and 30k services programmed.
 //!
 //! The process moves itself into the LB cgroup for the connect measurements (and back).
 
@@ -14,6 +15,7 @@ use super::LoadBalancer;
 use crate::api::types::{
     EndpointMode, PortSpec, Protocol, PublishMode, RemoteEndpointView, ServiceSpec,
 };
+use crate::gossip::follow::{NodeInput, ViewReader};
 use crate::gossip::record::EndpointRecord;
 use crate::gossip::{ClusterView, ViewInterner};
 use crate::state::DesiredState;
@@ -21,6 +23,7 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CG_ROOT: &str = "/sys/fs/cgroup/unified";
@@ -110,10 +113,12 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
         };
         for b in 0..per {
             let k = s * per + b;
-            // As `Gossip::view` makes it from the records (names and specs shared).
+            // As the gossip watcher makes it from the records (names and specs shared); the
+            // MAC netd assigns when none is given (derived from the address).
+            let ip = Ipv4Addr::from(0x0a00_0001 + k);
             let rec = EndpointRecord {
-                ip: Ipv4Addr::from(0x0a00_0001 + k),
-                mac: "02:00:00:00:00:01".into(),
+                ip,
+                mac: crate::ipam::mac_for(ip),
                 vtep: Ipv4Addr::new(192, 168, 0, (k % 16) as u8 + 2),
                 name: format!("svc{s}.{b}"),
                 aliases: vec![],
@@ -121,10 +126,15 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
                 disabled: false,
             };
             let node = format!("n{}", k % 16);
-            endpoints.push(interner.endpoint(&node, "bench", &format!("ep{k}"), rec));
+            endpoints.push(Arc::new(interner.endpoint(
+                &node,
+                "bench",
+                &format!("ep{k}"),
+                rec,
+            )));
         }
     }
-    // In the order of `Gossip::view`: by node, then by key.
+    // In view order: by node, then by key.
     endpoints.sort_unstable_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
     (
         d,
@@ -135,45 +145,42 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
     )
 }
 
-/// What chitchat holds for the records of `view` (each node keeps every node's records): a
-/// chitchat instance (loopback, no peers) started with them as its own key-values, which are
-/// stored as a remote node's are (`NodeState`). Returns it (to keep it) and its runtime, and
-/// how long making a view from those records takes (what `Gossip::view` does on every gossip
-/// change: parse every record).
-fn chitchat_with(
-    view: &ClusterView,
-) -> (tokio::runtime::Runtime, chitchat::ChitchatHandle, Duration) {
-    let kvs: Vec<(String, String)> = view
-        .endpoints
+/// The record of a view's endpoint, as its node publishes it.
+fn record_of(e: &RemoteEndpointView) -> EndpointRecord {
+    EndpointRecord {
+        ip: e.ip,
+        mac: e.mac.clone(),
+        vtep: e.vtep,
+        name: e.name.clone(),
+        aliases: e.aliases.clone(),
+        service: e.service.as_deref().cloned(),
+        disabled: e.service_disabled,
+    }
+}
+
+/// The gossip address of bench node `n<i>` (its endpoints' VTEP, as in [`view`]).
+fn node_ip(node: &str) -> Ipv4Addr {
+    let i: u8 = node.trim_start_matches('n').parse().unwrap();
+    Ipv4Addr::new(192, 168, 0, i + 2)
+}
+
+/// The gossip key-values of `view`'s endpoints, each as its node publishes it.
+fn records(view: &ClusterView) -> Vec<(String, String, String)> {
+    view.endpoints
         .iter()
         .map(|e| {
-            let rec = EndpointRecord {
-                ip: e.ip,
-                mac: e.mac.clone(),
-                vtep: e.vtep,
-                name: e.name.clone(),
-                aliases: e.aliases.clone(),
-                service: e.service.as_deref().cloned(),
-                disabled: e.service_disabled,
-            };
-            let v = serde_json::to_string(&rec).unwrap();
-            (crate::gossip::record::endpoint_key(&e.network, &e.id), v)
+            let v = crate::gossip::record::encode(&record_of(e), node_ip(&e.node));
+            let k = crate::gossip::record::endpoint_key(&e.network, &e.id);
+            (e.node.to_string(), k, v)
         })
-        .collect();
-    let t = Instant::now();
-    let mut interner = ViewInterner::default();
-    let parsed: Vec<RemoteEndpointView> = kvs
-        .iter()
-        .zip(&view.endpoints)
-        .map(|((k, v), e)| {
-            let (network, id) = crate::gossip::record::parse_endpoint_key(k).unwrap();
-            let rec: EndpointRecord = serde_json::from_str(v).unwrap();
-            interner.endpoint(&e.node, network, id, rec)
-        })
-        .collect();
-    let parse = t.elapsed();
-    assert_eq!(parsed.len(), view.endpoints.len());
-    drop(parsed);
+        .collect()
+}
+
+/// What chitchat holds for the records of `view` (each node keeps every node's records): a
+/// chitchat instance (loopback, no peers) started with them as its own key-values, which are
+/// stored as a remote node's are (`NodeState`). Returns it (to keep it) and its runtime.
+fn chitchat_with(view: &ClusterView) -> (tokio::runtime::Runtime, chitchat::ChitchatHandle) {
+    let kvs: Vec<(String, String)> = records(view).into_iter().map(|(_, k, v)| (k, v)).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -197,7 +204,93 @@ fn chitchat_with(
             &chitchat::transport::UdpTransport,
         ))
         .unwrap();
-    (rt, h, parse)
+    (rt, h)
+}
+
+/// The gossip watcher's work per change at the scale of `view` (records spread over 16 node
+/// states as chitchat holds them): reading the state into a view and finding the endpoint
+/// changes, whole (what every change cost before: parse every record, compare the views) and
+/// incrementally (parse the changed record, see `gossip::follow`); then the DNS names rebuilt
+/// from the new view, which the watcher does before it publishes the view.
+fn watcher(desired: &DesiredState, view: &ClusterView, changes: u32) {
+    fn inputs(states: &[(chitchat::ChitchatId, chitchat::NodeState)]) -> Vec<NodeInput<'_>> {
+        states
+            .iter()
+            .map(|(id, state)| NodeInput {
+                id,
+                state,
+                live: true,
+            })
+            .collect()
+    }
+    let mut states: Vec<(chitchat::ChitchatId, chitchat::NodeState)> = (0..16)
+        .map(|i| {
+            let node = format!("n{i}");
+            let addr = SocketAddr::new(node_ip(&node).into(), 7946);
+            let id = chitchat::ChitchatId::new(node, 1, addr);
+            (id, chitchat::NodeState::for_test())
+        })
+        .collect();
+    for (node, k, v) in records(view) {
+        let i: usize = node.trim_start_matches('n').parse().unwrap();
+        states[i].1.set(k, v);
+    }
+    let mut reader = ViewReader::default();
+    let t = Instant::now();
+    let (mut current, all) = reader.read("me", inputs(&states), &ClusterView::default());
+    let first = t.elapsed();
+    assert_eq!(all.len(), view.endpoints.len());
+    assert_eq!(current.endpoints, view.endpoints);
+    drop(all);
+    let n = view.endpoints.len();
+    let (mut whole, mut incr, mut dns) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..changes {
+        // One task's address changes on its node (as `Gossip::publish_endpoint` sets it).
+        let e = &view.endpoints[(i.wrapping_mul(7919) as usize) % n];
+        let mut rec = record_of(e);
+        rec.ip = Ipv4Addr::from(0x0b00_0001 + i);
+        let ni: usize = e.node.trim_start_matches('n').parse().unwrap();
+        states[ni].1.set(
+            crate::gossip::record::endpoint_key(&e.network, &e.id),
+            crate::gossip::record::encode(&rec, node_ip(&e.node)),
+        );
+        if i.is_multiple_of(10) {
+            let t = Instant::now();
+            let (v, c) = ViewReader::default().read("me", inputs(&states), &current);
+            whole.push(t.elapsed());
+            assert_eq!(c.len(), 1);
+            drop(v);
+        }
+        let t = Instant::now();
+        let (v, c) = reader.read("me", inputs(&states), &current);
+        incr.push(t.elapsed());
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].1.as_ref().unwrap().ip, rec.ip);
+        current = v;
+        if i.is_multiple_of(10) {
+            let t = Instant::now();
+            let idx = crate::dns::index::DnsIndex::build(desired, &current);
+            dns.push(t.elapsed());
+            drop(idx);
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "gossip watcher per change at {n} records: view and endpoint changes read whole p50 {:.1} ms p99 {:.1} ms ({}; first read {:.1} ms), incrementally p50 {:.3} ms p99 {:.3} ms ({})",
+        ms(pct(&mut whole, 0.5)),
+        ms(pct(&mut whole, 0.99)),
+        whole.len(),
+        ms(first),
+        ms(pct(&mut incr, 0.5)),
+        ms(pct(&mut incr, 0.99)),
+        incr.len()
+    );
+    println!(
+        "DNS names rebuilt from the view (the watcher, before publishing it) p50 {:.1} ms p99 {:.1} ms ({})",
+        ms(pct(&mut dns, 0.5)),
+        ms(pct(&mut dns, 0.99)),
+        dns.len()
+    );
 }
 
 /// Moves this process into `cg`; returns the cgroup it was in.
@@ -312,7 +405,7 @@ fn lb_scale_bench() {
     let changes = env("LB_BENCH_CHANGES", 200) as u32;
     for i in 0..changes {
         let k = (i.wrapping_mul(7919) % (n_big * per)) as usize;
-        let old = view.endpoints[k].clone();
+        let old = (*view.endpoints[k]).clone();
         let fe = Frontend {
             vip: old.service.as_ref().and_then(|s| s.vip).unwrap(),
             port: 80,
@@ -325,12 +418,12 @@ fn lb_scale_bench() {
         let programmed = &lb.current().services[&fe].backends;
         assert!(programmed.contains(&b(new.ip)) && !programmed.contains(&b(old.ip)));
         if i.is_multiple_of(10) {
-            view.endpoints[k] = new.clone();
+            view.endpoints[k] = Arc::new(new.clone());
             let t = Instant::now();
             let w = LbModel::build(&desired, &view);
             lb.apply(&w).unwrap();
             full.push(t.elapsed());
-            view.endpoints[k] = old.clone();
+            view.endpoints[k] = Arc::new(old.clone());
         }
         delta(&mut index, &mut lb, &new, &old);
     }
@@ -359,26 +452,11 @@ fn lb_scale_bench() {
         pct(&mut full, 0.99).as_secs_f64() * 1e3,
         full.len()
     );
-    // What the gossip watcher does before: the endpoint changes between two views (O(view)).
-    let mut other = view.clone();
-    let mut diff = Vec::new();
-    for i in 0..5 {
-        other.endpoints[i * 7919].ip = Ipv4Addr::new(11, 0, 0, 1);
-        let t = Instant::now();
-        let c = crate::gossip::endpoint_changes(&view, &other);
-        diff.push(t.elapsed());
-        assert_eq!(c.len(), i + 1);
-    }
-    println!(
-        "gossip watcher per change, O(view): view from the {} records {:.1} ms, endpoint changes between two views p50 {:.2} ms",
-        view.endpoints.len(),
-        chitchat.2.as_secs_f64() * 1e3,
-        pct(&mut diff, 0.5).as_secs_f64() * 1e3
-    );
-    drop(other);
+    // What the gossip watcher does before: the view and the endpoint changes.
+    watcher(&desired, &view, changes.min(200));
     drop(view);
     drop(index);
-    let (rt, h, _) = chitchat;
+    let (rt, h) = chitchat;
     rt.block_on(h.shutdown()).unwrap();
 
     // 3. Connect latency with 1, 10k and 30k services (one local backend each).

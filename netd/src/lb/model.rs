@@ -561,11 +561,13 @@ mod tests {
     fn drained_tasks_are_not_backends_and_dnsrr_has_no_frontend() {
         let vip = Some("10.1.0.100");
         let view = ClusterView {
-            endpoints: vec![
+            endpoints: [
                 remote(2, svc(EndpointMode::Vip, vip), false),
                 remote(3, svc(EndpointMode::Vip, vip), true),
                 remote(4, svc(EndpointMode::Dnsrr, None), false),
-            ],
+            ]
+            .map(Arc::new)
+            .into(),
             ..ClusterView::default()
         };
         let m = LbModel::build(&desired(), &view);
@@ -578,7 +580,11 @@ mod tests {
     #[test]
     fn a_deleted_service_lingers_without_backends_then_goes() {
         let view = ClusterView {
-            endpoints: vec![remote(3, svc(EndpointMode::Vip, Some("10.1.0.100")), false)],
+            endpoints: vec![Arc::new(remote(
+                3,
+                svc(EndpointMode::Vip, Some("10.1.0.100")),
+                false,
+            ))],
             ..ClusterView::default()
         };
         let had = LbModel::build(&desired(), &view);
@@ -613,7 +619,11 @@ mod tests {
     #[test]
     fn all_drained_keeps_the_frontend_without_backends() {
         let view = ClusterView {
-            endpoints: vec![remote(3, svc(EndpointMode::Vip, Some("10.1.0.100")), true)],
+            endpoints: vec![Arc::new(remote(
+                3,
+                svc(EndpointMode::Vip, Some("10.1.0.100")),
+                true,
+            ))],
             ..ClusterView::default()
         };
         let m = LbModel::build(&desired(), &view);
@@ -728,7 +738,7 @@ mod tests {
                 }
             }
             let new = ClusterView {
-                endpoints: views.values().cloned().collect(),
+                endpoints: views.values().cloned().map(Arc::new).collect(),
                 generation: step,
                 ..ClusterView::default()
             };
@@ -736,7 +746,7 @@ mod tests {
             let mut dirty = BTreeSet::new();
             index.set_locals(&d, &mut dirty);
             for (old, new) in &changes {
-                index.change_remote(old.as_ref(), new.as_ref(), &mut dirty);
+                index.change_remote(old.as_deref(), new.as_deref(), &mut dirty);
             }
             index.finish(&dirty);
             let expired = linger
@@ -774,7 +784,7 @@ mod tests {
         let mut b = remote(3, s.clone(), false);
         b.network = "db".into();
         let view = ClusterView {
-            endpoints: vec![a, b],
+            endpoints: vec![Arc::new(a), Arc::new(b)],
             ..ClusterView::default()
         };
         let m = LbModel::build(&d, &view);

@@ -87,7 +87,7 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
                     let clients_changed = st.index.set_locals(desired, &mut dirty);
                     for (old, new) in changes.iter().flat_map(|c| c.iter()) {
                         st.index
-                            .change_remote(old.as_ref(), new.as_ref(), &mut dirty);
+                            .change_remote(old.as_deref(), new.as_deref(), &mut dirty);
                     }
                     st.index.finish(&dirty);
                     st.generation = view.generation;

@@ -34,8 +34,13 @@ pub struct Shared {
     pub dns: crate::dns::DnsService,
     pub facts: NodeFacts,
     pub desired: RwLock<DesiredState>,
-    /// Shared, so that a pass takes it without copying 100k endpoints.
+    /// Shared, so that a pass takes it without copying 100k endpoints. Published after the DNS
+    /// names are rebuilt from it, so that what the API lists resolves.
     pub view: RwLock<Arc<ClusterView>>,
+    /// The newest view, published before the DNS names are rebuilt from it (O(view)): what
+    /// reconcile passes read, so a gossip change reaches the kernel (LB, FDB) without waiting
+    /// for DNS. Never older than `view` (the gossip watcher writes both, this one first).
+    pub reconcile_view: RwLock<Arc<ClusterView>>,
     /// The endpoint changes between the last views (published with them).
     pub view_changes: std::sync::Mutex<crate::gossip::ViewChanges>,
     pub started: Instant,
@@ -55,14 +60,14 @@ impl Shared {
     /// first makes that view the current one. Serialized, so a rebuild never overwrites a newer
     /// one with an older view; the view is published after its names, so an endpoint the API
     /// lists is also resolvable.
-    pub fn rebuild_dns(&self, publish: Option<ClusterView>) {
+    pub fn rebuild_dns(&self, publish: Option<Arc<ClusterView>>) {
         let _serial = self.dns_rebuild.lock().expect("dns rebuild lock");
         let desired = self.desired.read().expect("desired lock").clone();
         match publish {
             Some(v) => {
                 self.dns
                     .set_index(crate::dns::index::DnsIndex::build(&desired, &v));
-                *self.view.write().expect("view lock") = Arc::new(v);
+                *self.view.write().expect("view lock") = v;
             }
             None => {
                 let v = self.view.read().expect("view lock").clone();
@@ -194,7 +199,11 @@ fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Job>) {
 
 fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
     let desired = shared.desired.read().expect("desired lock").clone();
-    let view = shared.view.read().expect("view lock").clone();
+    let view = shared
+        .reconcile_view
+        .read()
+        .expect("reconcile view lock")
+        .clone();
     // Right after a start, remote entries already in the kernel stay until gossip caught up.
     let keep_extra =
         shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128;

@@ -1,0 +1,512 @@
+//! The cluster view kept up to date from chitchat's state by reading only what changed since the
+//! last read: per node, chitchat's versions say which keys are new (every key set or deleted
+//! after a read has a version above the node's `max_version` at that read), so a change of one
+//! record costs parsing that record, not 100k.
+//!
+//! A node's state is read whole instead when the per-key versions cannot be trusted to cover
+//! the change: a node seen for the first time or with a new generation (a restart), a state
+//! chitchat reset (its `last_gc_version` moved, or `max_version` went back), and a node that
+//! came back to life. The first read of a fresh [`ViewReader`] reads every node whole; that is
+//! the full pass the watcher still runs periodically, with this same code.
+
+use super::record;
+use super::{order, ClusterView, EndpointChange, ViewInterner};
+use crate::api::types::{PeerView, RemoteEndpointView};
+use chitchat::{ChitchatId, NodeState};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+/// One node's state in chitchat.
+pub struct NodeInput<'a> {
+    pub id: &'a ChitchatId,
+    pub state: &'a NodeState,
+    pub live: bool,
+}
+
+/// What was read of one node.
+struct Cursor {
+    id: ChitchatId,
+    live: bool,
+    /// The state's `last_gc_version` and `max_version` when read.
+    gc: u64,
+    max: u64,
+    /// Record keys present but not in the view (undecodable).
+    unread: BTreeSet<String>,
+}
+
+/// Follows chitchat's state read after read (see the module doc). Works against the view it
+/// made last: `read` must be given that view.
+#[derive(Default)]
+pub struct ViewReader {
+    nodes: BTreeMap<String, Cursor>,
+    interner: ViewInterner,
+}
+
+impl ViewReader {
+    /// The view of the nodes' states (this node, `me`, left out) and the endpoint changes from
+    /// `old`, in view order.
+    pub fn read<'a>(
+        &mut self,
+        me: &str,
+        nodes: impl IntoIterator<Item = NodeInput<'a>>,
+        old: &ClusterView,
+    ) -> (ClusterView, Vec<EndpointChange>) {
+        // One entry per node name: the newest generation wins (a restarted node).
+        let mut newest: BTreeMap<&str, NodeInput> = BTreeMap::new();
+        for n in nodes {
+            let id: &'a ChitchatId = n.id;
+            if *id.node_id == *me {
+                continue;
+            }
+            let older = newest
+                .get(&*id.node_id)
+                .is_some_and(|e| e.id.generation_id >= id.generation_id);
+            if !older {
+                newest.insert(&id.node_id, n);
+            }
+        }
+        // Nodes known to the reader, to chitchat, or with endpoints in `old` (a fresh reader
+        // must take those of a node chitchat forgot out of the view too).
+        let mut names: BTreeSet<String> = self
+            .nodes
+            .keys()
+            .cloned()
+            .chain(newest.keys().map(|s| s.to_string()))
+            .collect();
+        let mut i = 0;
+        while let Some(e) = old.endpoints.get(i) {
+            names.insert(e.node.to_string());
+            i += segment(&old.endpoints[i..], &e.node).len();
+        }
+        let mut changes = Vec::new();
+        let mut peers = Vec::new();
+        for name in names {
+            let seg = segment(&old.endpoints, &name);
+            let Some(n) = newest.get(name.as_str()) else {
+                // Gone from chitchat's state: all its records go.
+                self.nodes.remove(&name);
+                changes.extend(seg.iter().map(|e| (Some(e.clone()), None)));
+                continue;
+            };
+            let start = changes.len();
+            self.read_node(&name, n, seg, &mut changes);
+            let cursor = &self.nodes[&name];
+            let endpoints = if n.live {
+                let added = changes[start..]
+                    .iter()
+                    .map(|(o, n)| isize::from(n.is_some()) - isize::from(o.is_some()))
+                    .sum::<isize>();
+                (seg.len() as isize + added) as usize + cursor.unread.len()
+            } else {
+                n.state.iter_prefix(record::ENDPOINT_PREFIX).count()
+            };
+            peers.push(PeerView {
+                node: name.clone(),
+                gossip_addr: n.id.gossip_advertise_addr.to_string(),
+                live: n.live,
+                generation: n.id.generation_id,
+                endpoints,
+                sa_epoch: n
+                    .state
+                    .get(crate::crypto::epoch::GOSSIP_KEY)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            });
+        }
+        changes.sort_by(|a, b| order(side(a), side(b)));
+        let endpoints = apply(&old.endpoints, &changes);
+        (
+            ClusterView {
+                peers,
+                endpoints,
+                generation: 0,
+            },
+            changes,
+        )
+    }
+
+    /// Brings the view of node `name` (`seg`: its endpoints in the old view) up to date.
+    fn read_node(
+        &mut self,
+        name: &str,
+        n: &NodeInput,
+        seg: &[Arc<RemoteEndpointView>],
+        changes: &mut Vec<EndpointChange>,
+    ) {
+        let st = n.state;
+        let whole = match self.nodes.get(name) {
+            None => true,
+            Some(c) => {
+                c.id != *n.id
+                    || c.gc != st.last_gc_version()
+                    || st.max_version() < c.max
+                    || (n.live && !c.live)
+            }
+        };
+        let fresh = |live| Cursor {
+            id: n.id.clone(),
+            live,
+            gc: st.last_gc_version(),
+            max: st.max_version(),
+            unread: BTreeSet::new(),
+        };
+        if !n.live {
+            // Records of nodes that are not live are not in the view.
+            changes.extend(seg.iter().map(|e| (Some(e.clone()), None)));
+            self.nodes.insert(name.to_string(), fresh(false));
+            return;
+        }
+        let node_ip = match n.id.gossip_advertise_addr.ip() {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        if whole {
+            let mut c = fresh(true);
+            let mut now = Vec::new();
+            for (k, v) in st.iter_prefix(record::ENDPOINT_PREFIX) {
+                if let Some(e) = self.decode(&mut c, name, node_ip, k, &v.value) {
+                    now.push(e);
+                }
+            }
+            merge(seg, now, changes);
+            self.nodes.insert(name.to_string(), c);
+            return;
+        }
+        let mut c = self.nodes.remove(name).expect("known node");
+        if st.max_version() > c.max {
+            // Every key set or deleted since the last read (deleted ones are tombstones with
+            // a version until chitchat collects them, an hour later).
+            let since = c.max;
+            for (k, v) in st
+                .key_values_including_deleted()
+                .filter(|(k, v)| v.version > since && k.starts_with(record::ENDPOINT_PREFIX))
+            {
+                let value = (!v.is_deleted()).then_some(v.value.as_str());
+                c.unread.remove(k);
+                let Some((network, id)) = record::parse_endpoint_key(k) else {
+                    continue;
+                };
+                let was = seg
+                    .binary_search_by(|e| key_order(e, network, id))
+                    .ok()
+                    .map(|i| &seg[i]);
+                let now = value.and_then(|v| self.decode(&mut c, name, node_ip, k, v));
+                match (was, now) {
+                    (None, None) => {}
+                    (Some(o), Some(n)) if **o == n => {}
+                    (o, n) => changes.push((o.cloned(), n.map(Arc::new))),
+                }
+            }
+            c.max = st.max_version();
+        }
+        self.nodes.insert(name.to_string(), c);
+    }
+
+    /// The view of record `key` (value `value`) of node `node`; None (noted as unread) when it
+    /// cannot be read.
+    fn decode(
+        &mut self,
+        c: &mut Cursor,
+        node: &str,
+        node_ip: Ipv4Addr,
+        key: &str,
+        value: &str,
+    ) -> Option<RemoteEndpointView> {
+        let (network, id) = record::parse_endpoint_key(key)?;
+        let Some(rec) = record::decode(value, node_ip) else {
+            tracing::warn!(node, key, "ignoring undecodable endpoint record");
+            c.unread.insert(key.to_string());
+            return None;
+        };
+        Some(self.interner.endpoint(node, network, id, rec))
+    }
+}
+
+/// The endpoint a change is about.
+fn side(c: &EndpointChange) -> &RemoteEndpointView {
+    c.0.as_deref()
+        .or(c.1.as_deref())
+        .expect("a change has a side")
+}
+
+/// The endpoints of node `node` in a view (sorted by node first).
+fn segment<'a>(all: &'a [Arc<RemoteEndpointView>], node: &str) -> &'a [Arc<RemoteEndpointView>] {
+    let from = all.partition_point(|e| *e.node < *node);
+    let to = from + all[from..].partition_point(|e| *e.node == *node);
+    &all[from..to]
+}
+
+/// Where endpoint `e` sorts against the record of endpoint `id` of `network` on the same node
+/// (gossip key order, `<network>:<id>`).
+fn key_order(e: &RemoteEndpointView, network: &str, id: &str) -> Ordering {
+    if *e.network == *network {
+        e.id.as_str().cmp(id)
+    } else {
+        let a = e.network.bytes().chain(*b":").chain(e.id.bytes());
+        let b = network.bytes().chain(*b":").chain(id.bytes());
+        a.cmp(b)
+    }
+}
+
+/// The changes from `was` to `now` (both sorted, one node's): unchanged endpoints produce none.
+fn merge(
+    was: &[Arc<RemoteEndpointView>],
+    now: Vec<RemoteEndpointView>,
+    changes: &mut Vec<EndpointChange>,
+) {
+    let mut a = was.iter().peekable();
+    let mut b = now.into_iter().peekable();
+    loop {
+        let o = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(o), Some(n)) => order(o, n),
+        };
+        match o {
+            Ordering::Less => changes.push((a.next().cloned(), None)),
+            Ordering::Greater => changes.push((None, b.next().map(Arc::new))),
+            Ordering::Equal => {
+                let (o, n) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                if **o != n {
+                    changes.push((Some(o.clone()), Some(Arc::new(n))));
+                }
+            }
+        }
+    }
+}
+
+/// `old` with `changes` (in view order, found against `old`) applied: one pass, the unchanged
+/// endpoints shared with `old`.
+fn apply(
+    old: &[Arc<RemoteEndpointView>],
+    changes: &[EndpointChange],
+) -> Vec<Arc<RemoteEndpointView>> {
+    let added = changes.iter().filter(|(o, _)| o.is_none()).count();
+    let mut out = Vec::with_capacity(old.len() + added);
+    let mut i = 0;
+    for c in changes {
+        let at = side(c);
+        while i < old.len() && order(&old[i], at).is_lt() {
+            out.push(old[i].clone());
+            i += 1;
+        }
+        if c.0.is_some() {
+            debug_assert!(i < old.len() && order(&old[i], at).is_eq());
+            i += 1;
+        }
+        if let Some(n) = &c.1 {
+            out.push(n.clone());
+        }
+    }
+    out.extend(old[i..].iter().cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::{EndpointMode, PortSpec, Protocol, PublishMode, ServiceSpec};
+    use crate::gossip::record::{encode, endpoint_key, EndpointRecord};
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    struct Node {
+        id: ChitchatId,
+        state: NodeState,
+        live: bool,
+    }
+
+    fn id(name: &str, generation: u64, host: u8) -> ChitchatId {
+        ChitchatId::new(
+            name.to_string(),
+            generation,
+            format!("192.168.0.{host}:7946").parse().unwrap(),
+        )
+    }
+
+    fn spec(s: u64) -> ServiceSpec {
+        ServiceSpec {
+            name: format!("svc{s}"),
+            id: format!("svc{s}"),
+            vip: Some(Ipv4Addr::new(10, 200, 0, s as u8)),
+            ports: vec![PortSpec {
+                protocol: Protocol::Tcp,
+                target_port: 80 + s as u16,
+                published_port: None,
+                publish_mode: PublishMode::Ingress,
+                preserve_client_ip: false,
+            }],
+            endpoint_mode: EndpointMode::Vip,
+        }
+    }
+
+    /// Publishes (or replaces) a random record of node `n`.
+    fn publish(rng: &mut Rng, n: &mut Node) {
+        let host = match n.id.gossip_advertise_addr.ip() {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => unreachable!(),
+        };
+        let e = rng.next(12);
+        let rec = EndpointRecord {
+            ip: Ipv4Addr::new(10, 0, rng.next(4) as u8, e as u8 + 2),
+            mac: if rng.next(3) == 0 {
+                "02:00:00:00:00:09".into()
+            } else {
+                String::new()
+            },
+            vtep: if rng.next(5) == 0 {
+                Ipv4Addr::new(172, 16, 0, 1)
+            } else {
+                host
+            },
+            name: format!("t{e}"),
+            aliases: (0..rng.next(2)).map(|a| format!("a{a}")).collect(),
+            service: (rng.next(3) > 0).then(|| spec(rng.next(3))),
+            disabled: rng.next(4) == 0,
+        };
+        let rec = EndpointRecord {
+            mac: if rec.mac.is_empty() {
+                crate::ipam::mac_for(rec.ip)
+            } else {
+                rec.mac
+            },
+            ..rec
+        };
+        let v = encode(&rec, host);
+        let net = ["n", "n-x", "o"][rng.next(3) as usize];
+        n.state.set(endpoint_key(net, &format!("e{e}")), v);
+    }
+
+    fn delete(rng: &mut Rng, n: &mut Node) {
+        let keys: Vec<String> = n
+            .state
+            .iter_prefix(record::ENDPOINT_PREFIX)
+            .map(|(k, _)| k.to_string())
+            .collect();
+        if !keys.is_empty() {
+            let k = &keys[rng.next(keys.len() as u64) as usize];
+            n.state.delete(k);
+        }
+    }
+
+    fn inputs(nodes: &[Node]) -> impl Iterator<Item = NodeInput<'_>> {
+        nodes.iter().map(|n| NodeInput {
+            id: &n.id,
+            state: &n.state,
+            live: n.live,
+        })
+    }
+
+    /// Over random sequences of record changes, deletions, spec changes, node deaths and
+    /// revivals, restarts (new generation), state resets and nodes leaving, the view read
+    /// incrementally equals the one read whole from the same state, and the changes reported
+    /// lead from each view to the next.
+    #[test]
+    fn incremental_read_equals_full_read() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut nodes: Vec<Node> = (0..4)
+            .map(|i| Node {
+                id: id(&format!("n{i}"), 1, i as u8 + 1),
+                state: NodeState::for_test(),
+                live: true,
+            })
+            .collect();
+        // This node: left out of the view.
+        nodes[0].id = id("me", 1, 1);
+        let mut reader = ViewReader::default();
+        let mut view = ClusterView::default();
+        let (mut total, mut most) = (0, 0);
+        for step in 0..3000 {
+            let k = rng.next(nodes.len() as u64) as usize;
+            let many = nodes.len() > 2;
+            let mut reset = false;
+            let n = &mut nodes[k];
+            match rng.next(100) {
+                0..=49 => publish(&mut rng, n),
+                50..=74 => delete(&mut rng, n),
+                75..=79 => n.live = !n.live,
+                80..=81 => {
+                    // A restart: a new generation with fresh state (the old one still known).
+                    let name = n.id.node_id.clone();
+                    let generation = nodes
+                        .iter()
+                        .filter(|m| m.id.node_id == name)
+                        .map(|m| m.id.generation_id)
+                        .max()
+                        .unwrap_or(0);
+                    nodes.push(Node {
+                        id: id(&name, generation + 1, k as u8 + 1),
+                        state: NodeState::for_test(),
+                        live: true,
+                    });
+                }
+                82 if reader
+                    .nodes
+                    .get(&*n.id.node_id)
+                    .is_some_and(|c| c.id == n.id && c.max > 1) =>
+                {
+                    // chitchat reset the state (a delta after a GC it had missed): max_version
+                    // goes back, other keys. (chitchat also moves `last_gc_version` up then,
+                    // which NodeState::for_test cannot; read before max_version grows back.)
+                    n.state = NodeState::for_test();
+                    publish(&mut rng, n);
+                    reset = true;
+                }
+                83 if many => {
+                    // A node garbage-collected by chitchat (dead long enough).
+                    nodes.remove(k);
+                }
+                _ => {
+                    // Several changes between two reads.
+                    for _ in 0..rng.next(5) {
+                        publish(&mut rng, n)
+                    }
+                }
+            }
+            if !reset && rng.next(3) == 0 {
+                continue; // changes pile up between reads
+            }
+            let (next, changes) = reader.read("me", inputs(&nodes), &view);
+            let n_changes = changes.len();
+            let (whole, _) = ViewReader::default().read("me", inputs(&nodes), &view);
+            let (scratch, all) =
+                ViewReader::default().read("me", inputs(&nodes), &ClusterView::default());
+            assert_eq!(next.endpoints, whole.endpoints, "step {step}");
+            assert_eq!(next.endpoints, scratch.endpoints, "step {step}");
+            assert_eq!(all.len(), scratch.endpoints.len());
+            let peers = |v: &ClusterView| format!("{:?}", v.peers);
+            assert_eq!(peers(&next), peers(&scratch), "step {step}");
+            // The changes are those a comparison of the two views finds.
+            let norm = |mut c: Vec<EndpointChange>| {
+                c.sort_by_key(|(o, n)| format!("{o:?}{n:?}"));
+                c
+            };
+            assert_eq!(
+                norm(changes),
+                norm(crate::gossip::endpoint_changes(&view, &next)),
+                "step {step}"
+            );
+            assert!(next.endpoints.is_sorted_by(|a, b| order(a, b).is_lt()));
+            total += n_changes;
+            most = most.max(next.endpoints.len());
+            view = next;
+        }
+        // The sequence did exercise the reader.
+        assert!(
+            total > 500 && most > 20,
+            "{total} changes, at most {most} endpoints"
+        );
+    }
+}
