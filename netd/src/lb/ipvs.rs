@@ -328,6 +328,10 @@ fn adopt(netns: &Path, networks: &BTreeSet<String>) -> Result<Client> {
         // /proc/sys/net is the namespace of the thread that opens it: this one.
         std::fs::write("/proc/sys/net/ipv4/vs/expire_nodest_conn", "1")
             .context("net.ipv4.vs.expire_nodest_conn")?;
+        // Rate estimators (a kernel thread per namespace since 6.2) cost CPU in every container
+        // for numbers netd never reads; connection counts do not depend on them. Best effort:
+        // older kernels have no switch.
+        let _ = std::fs::write("/proc/sys/net/ipv4/vs/run_estimation", "0");
         ipvs.set_timeouts(ipvs::MAX_TIMEOUT_SECS, TCP_FIN_TIMEOUT, UDP_TIMEOUT)?;
         let found = read_back(&mut ipvs, &network)?;
         Ok((ipvs, found))
