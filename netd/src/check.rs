@@ -186,19 +186,15 @@ pub fn run_probes() -> Vec<Probe> {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "no cgroup2 mount".into()),
     });
-    let _ = cmd::run(&Ns::Node, "modprobe", &["-q", "ip_vs"]);
-    let ipvs = Path::new("/proc/net/ip_vs").exists();
+    // The probe lb_backend = "ipvs" starts with: the generic-netlink family, after modprobe.
+    let ipvs = crate::lb::ipvs::probe();
     out.push(Probe {
         feature: "ipvs",
-        ok: ipvs,
+        ok: ipvs.is_ok(),
         required: false,
-        affects: "IPVS load-balancer backend (optional)",
-        fix: "CONFIG_IP_VS; modprobe ip_vs",
-        detail: if ipvs {
-            String::new()
-        } else {
-            "/proc/net/ip_vs missing".into()
-        },
+        affects: "IPVS load-balancer backend (lb_backend = \"ipvs\"; optional)",
+        fix: "CONFIG_IP_VS (and CONFIG_IP_VS_MH for Maglev); modprobe ip_vs",
+        detail: ipvs.err().map(|e| format!("{e:#}")).unwrap_or_default(),
     });
     if netns_ok {
         let _ = cmd::run(&Ns::Node, "ip", &["netns", "del", &tmp]);

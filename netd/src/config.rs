@@ -58,7 +58,7 @@ pub struct Config {
     /// TTL of the records netd answers itself.
     #[serde(default = "default_dns_ttl")]
     pub dns_ttl: u32,
-    /// Service VIP load balancer: `ebpf`, `nftables` or `none`; default `ebpf` when
+    /// Service VIP load balancer: `ebpf`, `nftables`, `ipvs` or `none`; default `ebpf` when
     /// `lb_cgroup` is set, else `none` (see `crate::lb`).
     #[serde(default)]
     pub lb_backend: Option<crate::lb::LbBackendKind>,

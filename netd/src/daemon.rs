@@ -34,6 +34,7 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 impl Daemon {
     pub async fn start(cfg: Config) -> Result<Arc<Daemon>> {
         let (underlay_dev, underlay_mtu) = link::underlay_for(cfg.advertise_addr)?;
+        crate::lb::preflight(&cfg)?;
         let store = Store::open(&cfg.state_dir)?;
         let desired = store.load().context("loading desired state")?;
         let keys = desired
@@ -565,12 +566,7 @@ impl Daemon {
                 .rejected
                 .load(std::sync::atomic::Ordering::Relaxed),
             ready: true,
-            lb_backend: match crate::lb::backend_kind(cfg) {
-                crate::lb::LbBackendKind::Ebpf => "ebpf",
-                crate::lb::LbBackendKind::Nftables => "nftables",
-                crate::lb::LbBackendKind::None => "none",
-            }
-            .into(),
+            lb_backend: crate::lb::kind_name(crate::lb::backend_kind(cfg)).into(),
             lb_pin_dir: (crate::lb::backend_kind(cfg) == crate::lb::LbBackendKind::Ebpf)
                 .then(|| crate::lb::pin_dir(cfg).display().to_string()),
         }

@@ -27,6 +27,8 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
 pub enum LbKind {
     Ebpf,
     Nftables,
+    /// IPVS in each client container's namespace (needs a kernel with IPVS: the VM tier).
+    Ipvs,
 }
 
 impl LbKind {
@@ -38,6 +40,7 @@ impl LbKind {
                 format!("lb_cgroup = \"{CGROUP_ROOT}/netd-test-{{node}}\""),
             ],
             LbKind::Nftables => vec!["lb_backend = \"nftables\"".into()],
+            LbKind::Ipvs => vec!["lb_backend = \"ipvs\"".into()],
         }
     }
 }

@@ -80,7 +80,7 @@ pub struct Drift {
     /// `missing` (wanted, not in the kernel), `extra` (in the kernel, not wanted) or
     /// `different`.
     pub kind: String,
-    /// `fdb`, `neighbor`, `vxlan`, `lb_service`, `lb_backend`, `maglev`, `nft_lb`...
+    /// `fdb`, `neighbor`, `vxlan`, `lb_service`, `lb_backend`, `maglev`, `nft_lb`, `ipvs`...
     pub object: String,
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

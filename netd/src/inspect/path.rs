@@ -395,6 +395,43 @@ fn lb_hop(
                 ),
             }
         }
+        "ipvs" => {
+            let key = crate::kernel::ipvs::ServiceKey {
+                addr: f.vip,
+                port: f.port,
+                protocol: proto.number(),
+            };
+            let dests = crate::kernel::netns::in_netns(netns, || {
+                crate::kernel::ipvs::Ipvs::open()?.dests(&key)
+            });
+            match dests {
+                Err(e) => {
+                    w.fail(
+                        "load_balancer",
+                        format!(
+                            "{}: no IPVS service in the container (drift): {e:#}",
+                            f.frontend
+                        ),
+                    );
+                    return Ok(false);
+                }
+                Ok(ds) => {
+                    let bs: Vec<String> = ds
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "{}:{} (weight {}, {} active, {} inactive)",
+                                d.addr, d.port, d.weight, d.active_conns, d.inactive_conns
+                            )
+                        })
+                        .collect();
+                    w.ok(
+                        "load_balancer",
+                        format!("IPVS NAT: {} -> one of {}", f.frontend, bs.join(", ")),
+                    );
+                }
+            }
+        }
         other => {
             w.fail(
                 "load_balancer",

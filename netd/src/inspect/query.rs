@@ -86,15 +86,11 @@ impl Ctx {
         self.node_name().map(|n| format!("nd-{n}-{vni}"))
     }
 
-    /// `ebpf`, `nftables` or `none`.
+    /// `ebpf`, `nftables`, `ipvs` or `none`.
     pub fn lb_backend(&self) -> String {
         match (&self.node, &self.cfg) {
             (Ok(n), _) => n.lb_backend.clone(),
-            (_, Some(c)) => match crate::lb::backend_kind(c) {
-                crate::lb::LbBackendKind::Ebpf => "ebpf".into(),
-                crate::lb::LbBackendKind::Nftables => "nftables".into(),
-                crate::lb::LbBackendKind::None => "none".into(),
-            },
+            (_, Some(c)) => crate::lb::kind_name(crate::lb::backend_kind(c)).into(),
             _ => "unknown".into(),
         }
     }

@@ -1,6 +1,7 @@
 //! `netd inspect service NAME`: VIPs per network, ports, endpoint mode, backends with node
 //! and state, what the LB actually holds (eBPF: the pinned maps, Maglev fill, conntrack,
-//! reverse-NAT entries; nftables: each container's service chain), and drift.
+//! reverse-NAT entries; nftables: each container's service chain; IPVS: each container's
+//! virtual service with its destinations, weights and connection counts), and drift.
 
 use super::render::{self, opt};
 use super::{Ctx, Drift, View};
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 pub struct ServiceReport {
     pub desired_state: String,
     pub name: String,
-    /// `ebpf`, `nftables`, `none` (or `unknown` without daemon and config).
+    /// `ebpf`, `nftables`, `ipvs`, `none` (or `unknown` without daemon and config).
     pub lb_backend: String,
     pub lb_pin_dir: Option<String>,
     /// The service as netd has it (absent while the daemon is down).
@@ -41,6 +42,28 @@ pub struct FrontendReport {
     pub kernel: Option<KernelFrontend>,
     /// nftables: the service chain in each local container.
     pub nftables: Vec<NftChain>,
+    /// IPVS: the virtual service in each local container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipvs: Vec<IpvsService>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpvsService {
+    pub container: String,
+    pub present: bool,
+    /// `mh` (Maglev) or `rr`.
+    pub scheduler: String,
+    pub dests: Vec<IpvsDest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IpvsDest {
+    /// `ip:port`.
+    pub backend: String,
+    /// 1 enabled, 0 drained.
+    pub weight: u32,
+    pub active_conns: u32,
+    pub inactive_conns: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +156,7 @@ pub fn view(ctx: &Ctx, name: &str) -> Result<ServiceReport> {
                             desired: d,
                             kernel: k,
                             nftables: Vec::new(),
+                            ipvs: Vec::new(),
                         });
                     }
                     if let Some(s) = &service {
@@ -176,6 +200,53 @@ pub fn view(ctx: &Ctx, name: &str) -> Result<ServiceReport> {
                     desired: Some(d.clone()),
                     kernel: None,
                     nftables: chains,
+                    ipvs: Vec::new(),
+                });
+            }
+        }
+        "ipvs" => {
+            let containers: BTreeSet<PathBuf> = if ctx.daemon_up() {
+                ctx.endpoints()?.into_iter().map(|e| e.spec.netns).collect()
+            } else {
+                problems.push("IPVS backend: the containers to read are known only to netd".into());
+                BTreeSet::new()
+            };
+            for (fe, d) in &desired {
+                let mut want: BTreeMap<String, u32> =
+                    d.draining.iter().map(|b| (b.clone(), 0)).collect();
+                want.extend(d.backends.iter().map(|b| (b.clone(), 1)));
+                let mut services = Vec::new();
+                for c in &containers {
+                    let svc = ipvs_service(c, fe);
+                    let have: BTreeMap<String, u32> = svc
+                        .dests
+                        .iter()
+                        .map(|x| (x.backend.clone(), x.weight))
+                        .collect();
+                    let key = format!("{} in {}", fe_name(fe), c.display());
+                    if !svc.present {
+                        drift.push(Drift::new("missing", "ipvs", key));
+                    } else if want != have {
+                        let fmt = |m: &BTreeMap<String, u32>| {
+                            m.iter()
+                                .map(|(b, w)| format!("{b} w{w}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        };
+                        drift.push(
+                            Drift::new("different", "ipvs", key)
+                                .want(fmt(&want))
+                                .have(fmt(&have)),
+                        );
+                    }
+                    services.push(svc);
+                }
+                frontends.push(FrontendReport {
+                    frontend: fe_name(fe),
+                    desired: Some(d.clone()),
+                    kernel: None,
+                    nftables: Vec::new(),
+                    ipvs: services,
                 });
             }
         }
@@ -186,6 +257,7 @@ pub fn view(ctx: &Ctx, name: &str) -> Result<ServiceReport> {
                     desired: Some(d.clone()),
                     kernel: None,
                     nftables: Vec::new(),
+                    ipvs: Vec::new(),
                 });
             }
             if !desired.is_empty() {
@@ -341,6 +413,41 @@ fn vip_drift(
         }
     }
     Ok(())
+}
+
+/// The IPVS LB's virtual service for `fe` in a container, read over generic netlink.
+fn ipvs_service(container: &std::path::Path, fe: &Frontend) -> IpvsService {
+    use crate::kernel::ipvs::{Ipvs, ServiceKey};
+    let key = ServiceKey {
+        addr: fe.vip,
+        port: fe.port,
+        protocol: fe.proto.number(),
+    };
+    let found = crate::kernel::netns::in_netns(container, || {
+        let mut ipvs = Ipvs::open()?;
+        let Some(svc) = ipvs.services()?.into_iter().find(|s| s.key == key) else {
+            return Ok(None);
+        };
+        Ok(Some((svc.scheduler, ipvs.dests(&key)?)))
+    });
+    let (present, scheduler, dests) = match found {
+        Ok(Some((sched, dests))) => (true, sched, dests),
+        _ => (false, String::new(), Vec::new()),
+    };
+    IpvsService {
+        container: container.display().to_string(),
+        present,
+        scheduler,
+        dests: dests
+            .into_iter()
+            .map(|d| IpvsDest {
+                backend: format!("{}:{}", d.addr, d.port),
+                weight: d.weight,
+                active_conns: d.active_conns,
+                inactive_conns: d.inactive_conns,
+            })
+            .collect(),
+    }
 }
 
 /// The nftables LB's chain for `fe` in a container: present, and the addresses it DNATs to.
@@ -500,6 +607,31 @@ impl View for ServiceReport {
                         }
                     }
                 }
+            }
+            for c in &f.ipvs {
+                let dests: Vec<String> = c
+                    .dests
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{} w{} ({} active, {} inactive)",
+                            d.backend, d.weight, d.active_conns, d.inactive_conns
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  ipvs {} [{}]: {}",
+                    c.container,
+                    c.scheduler,
+                    if !c.present {
+                        "service missing".to_string()
+                    } else if dests.is_empty() {
+                        "no destinations (refused)".to_string()
+                    } else {
+                        dests.join(", ")
+                    }
+                );
             }
             for c in &f.nftables {
                 let _ = writeln!(

@@ -1,7 +1,10 @@
 //! Named network namespaces (sandboxes) under /run/netns.
 
 use super::cmd::{run, Ns};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 pub fn exists(name: &str) -> bool {
@@ -44,4 +47,31 @@ pub fn list(prefix: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Runs `f` on a thread of its own in network namespace `ns` (the caller's stays as it is).
+/// Sockets opened there (netlink included) stay in `ns` for their whole life.
+pub fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let file = File::open(ns).with_context(|| format!("opening {}", ns.display()))?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: setns(2) on this thread only, with an open namespace fd.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!(
+                    "setns {}: {}",
+                    ns.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+    })
+}
+
+/// Identity of the namespace mounted at `ns` (device, inode): a container re-created under the
+/// same path is a different namespace.
+pub fn identity(ns: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(ns).ok().map(|m| (m.dev(), m.ino()))
 }

@@ -383,26 +383,6 @@ fn remove_map_pins(dir: &Path) {
     }
 }
 
-/// Runs `f` on a thread of its own in network namespace `ns` (the caller's stays as it is).
-fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let file = File::open(ns).with_context(|| format!("opening {}", ns.display()))?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns(2) on this thread only, with an open namespace fd.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!(
-                    "setns {}: {}",
-                    ns.display(),
-                    std::io::Error::last_os_error()
-                );
-            }
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
-    })
-}
-
 fn if_index(name: &str) -> u32 {
     let Ok(c) = CString::new(name) else { return 0 };
     // SAFETY: if_nametoindex(3) with a valid C string.
@@ -918,7 +898,7 @@ impl LoadBalancer for EbpfLb {
                         .unwrap_or(0)
                 })
                 .collect();
-            let r = in_netns(ns, || {
+            let r = crate::kernel::netns::in_netns(ns, || {
                 let mut done = Vec::new();
                 for (ifname, known) in ifnames.iter().zip(known) {
                     let idx = if_index(ifname);

@@ -1,7 +1,7 @@
 //! Service VIP load balancing: connections from containers to `VIP:port` of a `vip`-mode
 //! service are spread over the service's enabled tasks on all nodes.
 //!
-//! The data plane is behind [`LoadBalancer`]; two implementations:
+//! The data plane is behind [`LoadBalancer`]; three implementations:
 //! - [`ebpf::EbpfLb`]: socket-level LB with cgroup `connect4`/`sendmsg4`/`recvmsg4`/
 //!   `getpeername4` programs (C, in `ebpf/`) attached to a cgroup the containers run in. The
 //!   destination is rewritten once, at connect/send time (no per-packet NAT for TCP); UDP
@@ -9,19 +9,24 @@
 //!   so they survive a netd restart and are adopted by the next netd.
 //! - [`nft::NftLb`]: DNAT with `numgen random` maps in every local container's namespace (like
 //!   kube-proxy's nftables mode): for kernels without the BPF features, and the baseline.
+//! - [`ipvs::IpvsLb`]: IPVS virtual services in every local container's namespace (what Docker
+//!   programs), over generic netlink; [`ipvs_steer`] adds what IPVS does not do (ICMP echo,
+//!   fast refusal).
 
 #[cfg(test)]
 mod bench;
 pub mod dump;
 pub mod ebpf;
 pub mod hash;
+pub mod ipvs;
+pub mod ipvs_steer;
 pub mod maglev;
 pub mod maps;
 pub mod model;
 pub mod nft;
 
 use crate::config::Config;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use model::LbModel;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -33,6 +38,7 @@ use std::path::{Path, PathBuf};
 pub enum LbBackendKind {
     Ebpf,
     Nftables,
+    Ipvs,
     None,
 }
 
@@ -112,11 +118,32 @@ pub fn validate_config(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The name of a backend kind, as in netd.toml.
+pub fn kind_name(kind: LbBackendKind) -> &'static str {
+    match kind {
+        LbBackendKind::Ebpf => "ebpf",
+        LbBackendKind::Nftables => "nftables",
+        LbBackendKind::Ipvs => "ipvs",
+        LbBackendKind::None => "none",
+    }
+}
+
+/// Start-up check of what the configured backend needs from the kernel that cannot wait for
+/// the first reconcile pass: netd refuses to start with `lb_backend = "ipvs"` on a kernel
+/// without IPVS rather than run without the VIPs it was asked for.
+pub fn preflight(cfg: &Config) -> Result<()> {
+    if backend_kind(cfg) == LbBackendKind::Ipvs {
+        ipvs::probe().context("lb_backend = \"ipvs\"")?;
+    }
+    Ok(())
+}
+
 /// Creates the configured backend (None for `none`).
 pub fn open(cfg: &Config) -> Result<Option<Box<dyn LoadBalancer>>> {
     Ok(match backend_kind(cfg) {
         LbBackendKind::None => None,
         LbBackendKind::Nftables => Some(Box::new(nft::NftLb::new())),
+        LbBackendKind::Ipvs => Some(Box::new(ipvs::IpvsLb::open()?)),
         LbBackendKind::Ebpf => {
             let cg = cgroup_path(cfg).expect("validated");
             Some(Box::new(ebpf::EbpfLb::open(
@@ -156,6 +183,10 @@ mod tests {
             backend_kind(&cfg("lb_backend = \"nftables\"\n")),
             LbBackendKind::Nftables
         );
+        let c = cfg("lb_backend = \"ipvs\"\n");
+        c.validate().unwrap();
+        assert_eq!(backend_kind(&c), LbBackendKind::Ipvs);
+        assert_eq!(kind_name(LbBackendKind::Ipvs), "ipvs");
     }
 
     #[test]
@@ -164,7 +195,7 @@ mod tests {
         assert!(e.to_string().contains("lb_cgroup"), "{e}");
         let e = cfg("lb_cgroup = \"/sys\"\n").validate().unwrap_err();
         assert!(e.to_string().contains("lb_cgroup"), "{e}");
-        assert!(toml::from_str::<Config>("lb_backend = \"ipvs\"\n").is_err());
+        assert!(toml::from_str::<Config>("lb_backend = \"lvs\"\n").is_err());
     }
 
     #[test]
