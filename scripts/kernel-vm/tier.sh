@@ -31,13 +31,13 @@ while read -r name path; do BIN[$name]=$path; done < <(
   jq -r 'select(.executable != null and (.target.kind | index("test"))) | "\(.target.name) \(.executable)"')
 [ -n "${BIN[encryption]:-}" ] || skip "test binaries not found (cargo test --no-run failed)"
 
-# Budget: the whole tier stays within ~35 minutes (TCG is slow: every ip/nft command costs
+# Budget: the whole tier stays within ~40 minutes (TCG is slow: every ip/nft command costs
 # ~0.5 s in the guest). Suites run in the order given; one is started only while at least
 # VM_MIN_LEFT (360 s, more than the slowest smoke suite took here) of the kernel's budget is
 # left, the rest are reported as skipped (with the reason); one killed by the budget fails. 6.1, the oldest kernel supported, runs
 # the whole encryption suite first, then the smoke tests of the core (dataplane), DNS and VIP
 # (nftables LB) suites; 6.12 its end-to-end test, then the IPVS LB suite (the whole behaviour
-# suite of the third LB backend: the development kernel has no IPVS; 646 s of guest time on a
+# suite of the third LB backend: the development kernel has no IPVS; 646-871 s of guest time on a
 # busy host), then the same smoke tests, in an order that differs per kernel so that on a slow
 # machine each smoke test still runs on one kernel at least.
 DATAPLANE=dataplane:containers_on_different_nodes_ping_and_exchange_tcp
@@ -47,7 +47,7 @@ IPVS=lb:ipvs_service_load_balancing
 SUITES_6_1=${NETD_KVM_SUITES_6_1:-"encryption $DATAPLANE $DNS $VIPS"}
 SUITES_6_12=${NETD_KVM_SUITES_6_12:-"encryption:underlay_carries_only_esp_for_the_encrypted_network,encrypted_network_is_refused_when_the_kernel_cannot_encrypt $IPVS $DATAPLANE $DNS $VIPS"}
 BUDGET_6_1=${NETD_KVM_BUDGET_6_1:-800}
-BUDGET_6_12=${NETD_KVM_BUDGET_6_12:-1200}
+BUDGET_6_12=${NETD_KVM_BUDGET_6_12:-1500}
 
 resolve() {  # "name[:tests]" -> "path[:tests]"
   local out=() s name
