@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Polls the gossip state's fingerprint (cheap) and, when it changes, brings the cluster view up
+/// Wakes on gossip key changes (and polls the gossip state's fingerprint, cheap) and, when it changes, brings the cluster view up
 /// to date (reading only the records that changed, see `gossip::follow`) and queues a reconcile
 /// for every network whose remote endpoints changed. Every `reconcile_interval_ms` the view is
 /// read whole instead (a fresh reader, the same code), as the reconcile loop repairs drift.
@@ -23,11 +23,16 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
     let mut reader = ViewReader::default();
     let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms);
     let mut last_whole = Instant::now();
-    // The fingerprint is a few hashes per node: polling it often costs little and bounds the
-    // time a change waits before it is read.
+    // A key set anywhere wakes the watcher at once; deletions and liveness changes are not
+    // notified by chitchat, so the fingerprint (a few hashes per node: cheap) is also polled,
+    // which bounds the time those wait before they are read.
     let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = d.gossip.key_set() => {}
+        }
         let fp = d.gossip.fingerprint().await;
         let whole = last_whole.elapsed() >= period;
         if fp == last_fp && !whole {

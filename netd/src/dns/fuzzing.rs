@@ -86,7 +86,7 @@ impl Harness {
         let netns = PathBuf::from("/fuzz/c1");
         let idx = DnsIndex::from_endpoints(&eps, |_| false).with_attachment(&netns, "a");
         let shared = Arc::new(DnsShared {
-            index: RwLock::new(Arc::new(idx)),
+            index: RwLock::new(idx),
             forwarder: Forwarder::new(vec![], Duration::from_millis(1), 1),
             ttl: 5,
         });

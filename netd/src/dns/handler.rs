@@ -92,36 +92,39 @@ impl RequestHandler for Resolver {
         }
         let name = q.name().to_string();
         let owner: Name = q.original().name().clone();
-        let index = self.shared.index();
-        let nets = index.networks_of(&self.netns);
         let ttl = self.shared.ttl;
-
-        // Local names.
-        let local: Option<Vec<Record>> = if qtype == RecordType::PTR {
-            parse_reverse(&name).and_then(|ip| {
-                let names = index.reverse(nets, ip);
-                (!names.is_empty()).then(|| {
-                    names
-                        .iter()
-                        .filter_map(|n| Name::from_ascii(n).ok())
-                        .map(|n| Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(n))))
-                        .collect()
+        // Local names, and whether the asker may be forwarded (the index is locked meanwhile:
+        // nothing here waits).
+        let (local, may_forward) = {
+            let index = self.shared.index();
+            let nets = index.networks_of(&self.netns);
+            let local: Option<Vec<Record>> = if qtype == RecordType::PTR {
+                parse_reverse(&name).and_then(|ip| {
+                    let names = index.reverse(nets, ip);
+                    (!names.is_empty()).then(|| {
+                        names
+                            .iter()
+                            .filter_map(|n| Name::from_ascii(n).ok())
+                            .map(|n| Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(n))))
+                            .collect()
+                    })
                 })
-            })
-        } else {
-            index.lookup(nets, &name).map(|mut a| {
-                if a.shuffle {
-                    a.ips.shuffle(&mut rand::thread_rng());
-                }
-                if matches!(qtype, RecordType::A | RecordType::ANY) {
-                    a.ips
-                        .iter()
-                        .map(|ip| Record::from_rdata(owner.clone(), ttl, RData::A(A(*ip))))
-                        .collect()
-                } else {
-                    Vec::new() // known name, no record of that type: NOERROR, empty
-                }
-            })
+            } else {
+                index.lookup(nets, &name).map(|mut a| {
+                    if a.shuffle {
+                        a.ips.shuffle(&mut rand::thread_rng());
+                    }
+                    if matches!(qtype, RecordType::A | RecordType::ANY) {
+                        a.ips
+                            .iter()
+                            .map(|ip| Record::from_rdata(owner.clone(), ttl, RData::A(A(*ip))))
+                            .collect()
+                    } else {
+                        Vec::new() // known name, no record of that type: NOERROR, empty
+                    }
+                })
+            };
+            (local, index.may_forward(nets))
         };
         if let Some(answers) = local {
             let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -133,7 +136,7 @@ impl RequestHandler for Resolver {
                 .await
                 .unwrap_or_else(|_| info(request, ResponseCode::ServFail));
         }
-        if !index.may_forward(nets) || self.shared.forwarder.upstreams().is_empty() {
+        if !may_forward || self.shared.forwarder.upstreams().is_empty() {
             let mut metadata = Metadata::response_from_request(&request.metadata);
             metadata.response_code = ResponseCode::NXDomain;
             metadata.recursion_available = true;

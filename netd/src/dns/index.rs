@@ -1,11 +1,26 @@
-//! The names a container can resolve, built from the endpoint tables (local desired state plus
-//! the gossiped view) each time they change. Lookups are scoped to the networks the asking
-//! container is attached to: network isolation holds in DNS too.
+//! The names a container can resolve, from the endpoint tables (local desired state plus the
+//! gossiped view). Lookups are scoped to the networks the asking container is attached to:
+//! network isolation holds in DNS too.
+//!
+//! The index follows the endpoint changes one by one ([`DnsIndex::change`], then
+//! [`DnsIndex::finish`]): each network keeps what every name is made of (the addresses that
+//! carry it, the services that claim it), and a change recomputes only the names and reverse
+//! entries it touches, so one task coming or going at 100k endpoints costs microseconds, not a
+//! rebuild. [`DnsIndex::build`] is the same code fed every endpoint. Rules, whatever the order
+//! the endpoints came in:
+//! - a name claimed by a service (its name, `tasks.<name>`, its tasks' aliases) answers for the
+//!   service (the VIP, or the enabled tasks for DNSRR; `tasks.<name>` always the tasks); claimed
+//!   by several services, the last by name wins; otherwise the addresses of the endpoints
+//!   named so (and aliases of endpoints without a service), sorted;
+//! - a service whose tasks disagree on the spec uses the one most of them carry (ties: the
+//!   lowest VIP, then id);
+//! - reverse: a service VIP names its service (the last by name); an endpoint address the
+//!   smallest `<name>.<network>.` of the endpoints holding it.
 
 use crate::api::types::{EndpointMode, ServiceSpec};
-use crate::gossip::ClusterView;
+use crate::gossip::{ClusterView, EndpointChange};
 use crate::state::DesiredState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -20,6 +35,30 @@ pub struct DnsEndpoint<'a> {
     pub disabled: bool,
 }
 
+impl<'a> DnsEndpoint<'a> {
+    pub fn of_remote(e: &'a crate::api::types::RemoteEndpointView) -> DnsEndpoint<'a> {
+        DnsEndpoint {
+            network: &e.network,
+            ip: e.ip,
+            name: &e.name,
+            aliases: &e.aliases,
+            service: e.service.as_deref(),
+            disabled: e.service_disabled,
+        }
+    }
+
+    pub fn of_local(e: &'a crate::state::LocalEndpoint) -> DnsEndpoint<'a> {
+        DnsEndpoint {
+            network: &e.spec.network,
+            ip: e.ip,
+            name: &e.spec.name,
+            aliases: &e.spec.aliases,
+            service: e.spec.service.as_ref(),
+            disabled: e.service_disabled,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answer {
     pub ips: Vec<Ipv4Addr>,
@@ -27,11 +66,76 @@ pub struct Answer {
     pub shuffle: bool,
 }
 
-#[derive(Debug, Default)]
+/// One service on one network, from its tasks.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    /// The specs the tasks carry, with how many carry each.
+    specs: Vec<(ServiceSpec, usize)>,
+    /// (address, drained) of each task (a multiset: a task leaves as it came).
+    tasks: Vec<(Ipv4Addr, bool)>,
+    /// The tasks' aliases, lower case (a multiset).
+    aliases: Vec<String>,
+    /// What the group answers, as last resolved: the names it claims and its VIP.
+    claimed: BTreeSet<String>,
+    vip: Option<Ipv4Addr>,
+}
+
+impl Group {
+    fn spec(&self) -> Option<&ServiceSpec> {
+        self.specs
+            .iter()
+            .max_by(|(a, n), (b, m)| {
+                n.cmp(m)
+                    .then_with(|| b.vip.cmp(&a.vip))
+                    .then_with(|| b.id.cmp(&a.id))
+            })
+            .map(|(s, _)| s)
+    }
+
+    fn enabled(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self
+            .tasks
+            .iter()
+            .filter(|(_, d)| !d)
+            .map(|(ip, _)| *ip)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Removes one `x` from the multiset `v`.
+fn take<T: PartialEq>(v: &mut Vec<T>, x: &T) {
+    if let Some(i) = v.iter().position(|y| y == x) {
+        v.swap_remove(i);
+    }
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct NetRecords {
     pub internal: bool,
+    /// Endpoints on this network.
+    count: usize,
     names: HashMap<String, Answer>,
     ptr: HashMap<Ipv4Addr, String>,
+    /// Name → addresses of the endpoints carrying it (a multiset).
+    plain: HashMap<String, Vec<Ipv4Addr>>,
+    /// Reverse names of the endpoints holding each address (a multiset).
+    ptr_eps: HashMap<Ipv4Addr, Vec<String>>,
+    /// Services by lower-case name.
+    services: BTreeMap<String, Group>,
+    /// Name → services claiming it; VIP → services with it.
+    claims: HashMap<String, BTreeSet<String>>,
+    vips: HashMap<Ipv4Addr, BTreeSet<String>>,
+}
+
+/// What a change left to recompute, per network.
+#[derive(Debug, Default)]
+struct Dirty {
+    groups: BTreeSet<String>,
+    names: BTreeSet<String>,
+    ptr: BTreeSet<Ipv4Addr>,
 }
 
 #[derive(Debug, Default)]
@@ -39,118 +143,251 @@ pub struct DnsIndex {
     nets: HashMap<String, NetRecords>,
     /// Container namespace → networks it is attached to.
     attachments: HashMap<PathBuf, Vec<String>>,
+    /// Networks marked `internal` (no forwarding).
+    internal: BTreeSet<String>,
+    dirty: HashMap<String, Dirty>,
 }
-
-fn add(names: &mut HashMap<String, Answer>, name: &str, ip: Ipv4Addr, shuffle: bool) {
-    let a = names.entry(name.to_ascii_lowercase()).or_default();
-    if !a.ips.contains(&ip) {
-        a.ips.push(ip);
-    }
-    a.shuffle |= shuffle;
-}
-
-/// One service on one network: its spec, enabled task IPs, and the aliases of its tasks.
-type ServiceTasks<'a> = (&'a ServiceSpec, Vec<Ipv4Addr>, Vec<&'a str>);
 
 impl DnsIndex {
     pub fn build(desired: &DesiredState, view: &ClusterView) -> DnsIndex {
-        let mut all: Vec<DnsEndpoint> = desired
-            .endpoints
-            .values()
-            .map(|e| DnsEndpoint {
-                network: &e.spec.network,
-                ip: e.ip,
-                name: &e.spec.name,
-                aliases: &e.spec.aliases,
-                service: e.spec.service.as_ref(),
-                disabled: e.service_disabled,
-            })
-            .collect();
-        all.extend(view.endpoints.iter().map(|e| DnsEndpoint {
-            network: &e.network,
-            ip: e.ip,
-            name: &e.name,
-            aliases: &e.aliases,
-            service: e.service.as_deref(),
-            disabled: e.service_disabled,
-        }));
-        let mut idx = DnsIndex::from_endpoints(&all, |n| {
-            desired.networks.get(n).is_some_and(|s| s.internal)
-        });
+        let mut idx = DnsIndex {
+            internal: desired
+                .networks
+                .iter()
+                .filter(|(_, s)| s.internal)
+                .map(|(n, _)| n.clone())
+                .collect(),
+            ..DnsIndex::default()
+        };
         for e in desired.endpoints.values() {
-            idx.attachments
-                .entry(e.spec.netns.clone())
-                .or_default()
-                .push(e.spec.network.clone());
+            idx.change(None, Some(&DnsEndpoint::of_local(e)));
         }
+        for e in &view.endpoints {
+            idx.change(None, Some(&DnsEndpoint::of_remote(e)));
+        }
+        idx.finish();
+        idx.set_attachments(desired);
         idx
     }
 
     pub fn from_endpoints(all: &[DnsEndpoint], internal: impl Fn(&str) -> bool) -> DnsIndex {
-        let mut idx = DnsIndex::default();
-        // network → service name → (spec, enabled task IPs, aliases)
-        let mut services: BTreeMap<(&str, String), ServiceTasks> = BTreeMap::new();
+        let mut idx = DnsIndex {
+            internal: all
+                .iter()
+                .filter(|e| internal(e.network))
+                .map(|e| e.network.to_string())
+                .collect(),
+            ..DnsIndex::default()
+        };
         for e in all {
-            let net = idx
-                .nets
-                .entry(e.network.to_string())
-                .or_insert_with(|| NetRecords {
-                    internal: internal(e.network),
-                    ..Default::default()
-                });
-            add(&mut net.names, e.name, e.ip, false);
-            net.ptr.insert(
-                e.ip,
-                format!("{}.{}.", e.name.to_ascii_lowercase(), e.network),
-            );
-            match e.service {
-                None => {
-                    for a in e.aliases {
-                        add(&mut net.names, a, e.ip, false);
-                    }
-                }
-                Some(svc) => {
-                    let s = services
-                        .entry((e.network, svc.name.to_ascii_lowercase()))
-                        .or_insert_with(|| (svc, Vec::new(), Vec::new()));
-                    // Aliases of a task alias its service (Docker's network-scoped aliases).
-                    s.2.extend(e.aliases.iter().map(String::as_str));
-                    if !e.disabled {
-                        s.1.push(e.ip);
-                    }
-                }
-            }
+            idx.change(None, Some(e));
         }
-        for ((network, name), (svc, tasks, aliases)) in services {
-            let net = idx.nets.get_mut(network).expect("network seen above");
-            let mut tasks = tasks;
-            tasks.sort();
-            tasks.dedup();
-            net.names.insert(
-                format!("tasks.{name}"),
-                Answer {
-                    ips: tasks.clone(),
-                    shuffle: true,
-                },
-            );
-            let answer = match (svc.endpoint_mode, svc.vip) {
-                (EndpointMode::Vip, Some(vip)) => {
-                    net.ptr.insert(vip, format!("{name}.{network}."));
-                    Answer {
-                        ips: vec![vip],
-                        shuffle: false,
-                    }
-                }
-                _ => Answer {
-                    ips: tasks,
-                    shuffle: true,
-                },
-            };
-            for n in std::iter::once(name.as_str()).chain(aliases) {
-                net.names.insert(n.to_ascii_lowercase(), answer.clone());
-            }
-        }
+        idx.finish();
         idx
+    }
+
+    /// Takes endpoint `old` out and puts `new` in (either may be absent); names are recomputed
+    /// by [`DnsIndex::finish`]. Which networks are internal is fixed when the index is built
+    /// (networks are local state: a change of them rebuilds the index).
+    pub fn change(&mut self, old: Option<&DnsEndpoint>, new: Option<&DnsEndpoint>) {
+        if let Some(o) = old {
+            self.contribute(o, false);
+        }
+        if let Some(n) = new {
+            self.contribute(n, true);
+        }
+    }
+
+    /// Applies the view changes `changes` (old and new record of each endpoint).
+    pub fn change_remote(&mut self, changes: &[EndpointChange]) {
+        for (o, n) in changes {
+            let o = o.as_deref().map(DnsEndpoint::of_remote);
+            let n = n.as_deref().map(DnsEndpoint::of_remote);
+            self.change(o.as_ref(), n.as_ref());
+        }
+    }
+
+    /// Applies the change of the local endpoints from `old` to `new` and takes the attachments
+    /// from `new`.
+    pub fn change_local(&mut self, old: &DesiredState, new: &DesiredState) {
+        for (id, o) in &old.endpoints {
+            match new.endpoints.get(id) {
+                Some(n) if n == o => {}
+                n => {
+                    let n = n.map(DnsEndpoint::of_local);
+                    self.change(Some(&DnsEndpoint::of_local(o)), n.as_ref());
+                }
+            }
+        }
+        for (id, n) in &new.endpoints {
+            if !old.endpoints.contains_key(id) {
+                self.change(None, Some(&DnsEndpoint::of_local(n)));
+            }
+        }
+        self.set_attachments(new);
+    }
+
+    fn set_attachments(&mut self, desired: &DesiredState) {
+        self.attachments.clear();
+        for e in desired.endpoints.values() {
+            self.attachments
+                .entry(e.spec.netns.clone())
+                .or_default()
+                .push(e.spec.network.clone());
+        }
+    }
+
+    fn contribute(&mut self, e: &DnsEndpoint, add: bool) {
+        let internal = self.internal.contains(e.network);
+        let net = self
+            .nets
+            .entry(e.network.to_string())
+            .or_insert_with(|| NetRecords {
+                internal,
+                ..Default::default()
+            });
+        let dirty = self.dirty.entry(e.network.to_string()).or_default();
+        if add {
+            net.count += 1;
+        } else {
+            net.count = net.count.saturating_sub(1);
+        }
+        let name = e.name.to_ascii_lowercase();
+        let mut plain = vec![name.clone()];
+        if e.service.is_none() {
+            plain.extend(e.aliases.iter().map(|a| a.to_ascii_lowercase()));
+        }
+        for n in plain {
+            let ips = net.plain.entry(n.clone()).or_default();
+            if add {
+                ips.push(e.ip);
+            } else {
+                take(ips, &e.ip);
+                if ips.is_empty() {
+                    net.plain.remove(&n);
+                }
+            }
+            dirty.names.insert(n);
+        }
+        let rev = format!("{name}.{}.", e.network);
+        let held = net.ptr_eps.entry(e.ip).or_default();
+        if add {
+            held.push(rev);
+        } else {
+            take(held, &rev);
+            if held.is_empty() {
+                net.ptr_eps.remove(&e.ip);
+            }
+        }
+        dirty.ptr.insert(e.ip);
+        let Some(svc) = e.service else {
+            return;
+        };
+        let key = svc.name.to_ascii_lowercase();
+        let g = net.services.entry(key.clone()).or_default();
+        let aliases = e.aliases.iter().map(|a| a.to_ascii_lowercase());
+        if add {
+            match g.specs.iter_mut().find(|(s, _)| s == svc) {
+                Some((_, n)) => *n += 1,
+                None => g.specs.push((svc.clone(), 1)),
+            }
+            g.tasks.push((e.ip, e.disabled));
+            g.aliases.extend(aliases);
+        } else {
+            if let Some(i) = g.specs.iter().position(|(s, _)| s == svc) {
+                g.specs[i].1 -= 1;
+                if g.specs[i].1 == 0 {
+                    g.specs.swap_remove(i);
+                }
+            }
+            take(&mut g.tasks, &(e.ip, e.disabled));
+            for a in aliases {
+                take(&mut g.aliases, &a);
+            }
+        }
+        dirty.groups.insert(key);
+    }
+
+    /// Recomputes what the changes since the last call touched.
+    pub fn finish(&mut self) {
+        for (network, mut dirty) in std::mem::take(&mut self.dirty) {
+            let Some(net) = self.nets.get_mut(&network) else {
+                continue;
+            };
+            // Services first: what they claim now, and what they claimed before, is dirty.
+            for key in &dirty.groups {
+                let Some(g) = net.services.get_mut(key) else {
+                    continue;
+                };
+                let (claimed, vip) = match g.spec() {
+                    Some(spec) if !g.tasks.is_empty() => {
+                        let mut c: BTreeSet<String> = g.aliases.iter().cloned().collect();
+                        c.insert(key.clone());
+                        c.insert(format!("tasks.{key}"));
+                        let vip = (spec.endpoint_mode == EndpointMode::Vip)
+                            .then_some(spec.vip)
+                            .flatten();
+                        (c, vip)
+                    }
+                    _ => (BTreeSet::new(), None),
+                };
+                for n in g.claimed.difference(&claimed) {
+                    if let Some(s) = net.claims.get_mut(n) {
+                        s.remove(key);
+                        if s.is_empty() {
+                            net.claims.remove(n);
+                        }
+                    }
+                }
+                for n in claimed.difference(&g.claimed) {
+                    net.claims.entry(n.clone()).or_default().insert(key.clone());
+                }
+                // Every claimed name: the answer may have changed (tasks, drained, VIP).
+                dirty
+                    .names
+                    .extend(g.claimed.iter().chain(&claimed).cloned());
+                if g.vip != vip {
+                    for (ip, add) in [(g.vip, false), (vip, true)] {
+                        let Some(ip) = ip else { continue };
+                        let s = net.vips.entry(ip).or_default();
+                        if add {
+                            s.insert(key.clone());
+                        } else {
+                            s.remove(key);
+                            if s.is_empty() {
+                                net.vips.remove(&ip);
+                            }
+                        }
+                        dirty.ptr.insert(ip);
+                    }
+                }
+                g.claimed = claimed;
+                g.vip = vip;
+                if g.tasks.is_empty() {
+                    net.services.remove(key);
+                }
+            }
+            for n in dirty.names {
+                match net.resolve(&n) {
+                    Some(a) => net.names.insert(n, a),
+                    None => net.names.remove(&n),
+                };
+            }
+            for ip in dirty.ptr {
+                let by_vip = net
+                    .vips
+                    .get(&ip)
+                    .and_then(|s| s.last())
+                    .map(|s| format!("{s}.{network}."));
+                match by_vip.or_else(|| net.ptr_eps.get(&ip)?.iter().min().cloned()) {
+                    Some(r) => net.ptr.insert(ip, r),
+                    None => net.ptr.remove(&ip),
+                };
+            }
+            if net.count == 0 {
+                self.nets.remove(&network);
+            }
+        }
     }
 
     /// Records that the container in `netns` is attached to `network`.
@@ -222,6 +459,34 @@ impl DnsIndex {
         nets.iter()
             .filter_map(|n| self.nets.get(n)?.ptr.get(&ip).cloned())
             .collect()
+    }
+}
+
+impl NetRecords {
+    /// The answer for `name` from what it is made of (see the module doc).
+    fn resolve(&self, name: &str) -> Option<Answer> {
+        if let Some(key) = self.claims.get(name).and_then(|s| s.last()) {
+            let g = &self.services[key];
+            let tasks = g.enabled();
+            let own = name == key || g.aliases.iter().any(|a| a == name);
+            return Some(match (own, g.vip) {
+                (true, Some(vip)) => Answer {
+                    ips: vec![vip],
+                    shuffle: false,
+                },
+                _ => Answer {
+                    ips: tasks,
+                    shuffle: true,
+                },
+            });
+        }
+        let mut ips = self.plain.get(name)?.clone();
+        ips.sort();
+        ips.dedup();
+        Some(Answer {
+            ips,
+            shuffle: false,
+        })
     }
 }
 
@@ -330,6 +595,158 @@ mod tests {
         assert_eq!(idx.reverse(&a, "10.0.0.100".parse().unwrap()), ["web.a."]);
         assert_eq!(idx.reverse(&a, "10.0.0.2".parse().unwrap()), ["web.1.a."]);
         assert!(idx.reverse(&a, "10.1.0.2".parse().unwrap()).is_empty());
+    }
+
+    /// Everything the index answers, comparable.
+    fn dump(idx: &DnsIndex) -> Vec<String> {
+        let mut nets: Vec<String> = idx.nets.keys().cloned().collect();
+        nets.sort();
+        let mut out: Vec<String> = idx
+            .records(&nets)
+            .into_iter()
+            .map(|(n, name, a)| format!("{n} {name} {:?} {}", a.ips, a.shuffle))
+            .collect();
+        for n in &nets {
+            let r = &idx.nets[n];
+            let mut ptr: Vec<String> = r
+                .ptr
+                .iter()
+                .map(|(ip, s)| format!("{n} ptr {ip} {s}"))
+                .collect();
+            ptr.sort();
+            out.extend(ptr);
+            out.push(format!("{n} internal {}", r.internal));
+        }
+        out
+    }
+
+    /// Changes applied one by one (random adds, removals and updates, applied in batches)
+    /// leave the index answering exactly what one built from the final endpoints answers.
+    #[test]
+    fn following_changes_matches_a_fresh_build() {
+        #[derive(Clone, PartialEq)]
+        struct Ep {
+            network: String,
+            ip: Ipv4Addr,
+            name: String,
+            aliases: Vec<String>,
+            service: Option<ServiceSpec>,
+            disabled: bool,
+        }
+        fn view(e: &Ep) -> DnsEndpoint<'_> {
+            DnsEndpoint {
+                network: &e.network,
+                ip: e.ip,
+                name: &e.name,
+                aliases: &e.aliases,
+                service: e.service.as_ref(),
+                disabled: e.disabled,
+            }
+        }
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        // Few networks, names, addresses and services: collisions of every kind happen.
+        let services = [
+            svc("web", EndpointMode::Vip, Some("10.9.0.1")),
+            svc("web", EndpointMode::Vip, Some("10.9.0.2")), // tasks disagreeing on the VIP
+            svc("Web", EndpointMode::Dnsrr, None),
+            svc("db", EndpointMode::Dnsrr, None),
+            svc("api", EndpointMode::Vip, Some("10.9.0.3")),
+            svc("tasks.db", EndpointMode::Vip, Some("10.0.0.7")), // VIP = a task address
+        ];
+        let names = ["web", "db", "api", "x", "Web.1", "tasks.web", "db.1"];
+        let random_ep = |rnd: &mut dyn FnMut(u64) -> u64| Ep {
+            network: ["a", "b"][rnd(2) as usize].to_string(),
+            ip: Ipv4Addr::new(10, 0, 0, rnd(8) as u8),
+            name: names[rnd(names.len() as u64) as usize].to_string(),
+            aliases: (0..rnd(3))
+                .map(|_| names[rnd(names.len() as u64) as usize].to_string())
+                .collect(),
+            service: (rnd(3) > 0).then(|| services[rnd(services.len() as u64) as usize].clone()),
+            disabled: rnd(4) == 0,
+        };
+        for round in 0..200 {
+            let mut live: Vec<Ep> = Vec::new();
+            let mut idx = DnsIndex::default();
+            for _ in 0..(1 + round % 7) {
+                for _ in 0..(1 + rnd(6)) {
+                    match rnd(3) {
+                        0 if !live.is_empty() => {
+                            let e = live.swap_remove(rnd(live.len() as u64) as usize);
+                            idx.change(Some(&view(&e)), None);
+                        }
+                        1 if !live.is_empty() => {
+                            let i = rnd(live.len() as u64) as usize;
+                            let mut n = live[i].clone();
+                            match rnd(4) {
+                                0 => n.disabled = !n.disabled,
+                                1 => n.ip = Ipv4Addr::new(10, 0, 0, rnd(8) as u8),
+                                2 => n.service = None,
+                                _ => n = random_ep(&mut rnd),
+                            }
+                            idx.change(Some(&view(&live[i])), Some(&view(&n)));
+                            live[i] = n;
+                        }
+                        _ => {
+                            let e = random_ep(&mut rnd);
+                            idx.change(None, Some(&view(&e)));
+                            live.push(e);
+                        }
+                    }
+                }
+                idx.finish();
+                let all: Vec<DnsEndpoint> = live.iter().map(view).collect();
+                let fresh = DnsIndex::from_endpoints(&all, |_| false);
+                assert_eq!(dump(&idx), dump(&fresh), "round {round}");
+            }
+            // All gone: nothing left.
+            for e in live.drain(..) {
+                idx.change(Some(&view(&e)), None);
+            }
+            idx.finish();
+            assert!(idx.nets.is_empty(), "round {round}: {:?}", dump(&idx));
+        }
+    }
+
+    /// A container attached (a local change followed, not a rebuild) to an internal network
+    /// is not forwarded; one on a plain network is.
+    #[test]
+    fn internal_networks_hold_when_followed() {
+        let mut old = DesiredState::default();
+        for (n, internal) in [("sealed", true), ("open", false)] {
+            old.networks.insert(
+                n.into(),
+                serde_json::from_value(serde_json::json!({
+                    "subnet": "10.62.0.0/24", "vni": 4100, "internal": internal
+                }))
+                .unwrap(),
+            );
+        }
+        let mut idx = DnsIndex::build(&old, &ClusterView::default());
+        let mut new = old.clone();
+        for (id, n) in [("a", "sealed"), ("b", "open")] {
+            new.endpoints.insert(
+                id.into(),
+                serde_json::from_value(serde_json::json!({
+                    "spec": {"network": n, "netns": format!("/run/netns/{id}"), "ifname": "eth0", "name": id},
+                    "ip": "10.62.0.2", "mac": "02:42:0a:3e:00:02"
+                }))
+                .unwrap(),
+            );
+        }
+        idx.change_local(&old, &new);
+        idx.finish();
+        let sealed = idx.networks_of(std::path::Path::new("/run/netns/a")).to_vec();
+        assert_eq!(sealed, ["sealed"]);
+        assert!(!idx.may_forward(&sealed));
+        let open = idx.networks_of(std::path::Path::new("/run/netns/b")).to_vec();
+        assert!(idx.may_forward(&open));
+        assert_eq!(ips(idx.lookup(&sealed, "a")), ["10.62.0.2"]);
     }
 
     #[test]

@@ -19,14 +19,15 @@ use std::time::Duration;
 
 /// What every container's resolver shares.
 pub struct DnsShared {
-    index: RwLock<Arc<DnsIndex>>,
+    /// Updated in place, change by change (see `index`): readers hold the lock for a lookup.
+    index: RwLock<DnsIndex>,
     pub forwarder: Forwarder,
     pub ttl: u32,
 }
 
 impl DnsShared {
-    pub fn index(&self) -> Arc<DnsIndex> {
-        self.index.read().expect("dns index lock").clone()
+    pub fn index(&self) -> std::sync::RwLockReadGuard<'_, DnsIndex> {
+        self.index.read().expect("dns index lock")
     }
 }
 
@@ -43,7 +44,7 @@ impl DnsService {
     pub fn new(forwarder: Forwarder, ttl: u32, rt: tokio::runtime::Handle) -> DnsService {
         DnsService {
             shared: Arc::new(DnsShared {
-                index: RwLock::new(Arc::new(DnsIndex::default())),
+                index: RwLock::new(DnsIndex::default()),
                 forwarder,
                 ttl,
             }),
@@ -53,7 +54,16 @@ impl DnsService {
     }
 
     pub fn set_index(&self, idx: DnsIndex) {
-        *self.shared.index.write().expect("dns index lock") = Arc::new(idx);
+        let old = std::mem::replace(
+            &mut *self.shared.index.write().expect("dns index lock"),
+            idx,
+        );
+        drop(old); // outside the lock
+    }
+
+    /// The index, for changes in place (lookups wait meanwhile: keep it short).
+    pub fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, DnsIndex> {
+        self.shared.index.write().expect("dns index lock")
     }
 
     /// Container namespaces currently served.

@@ -26,6 +26,10 @@ pub struct Gossip {
     node_ip: std::net::Ipv4Addr,
     pub keyring: Arc<Keyring>,
     pub stats: Arc<Stats>,
+    /// Woken when a key-value of any node is set (chitchat's listener; deletions and liveness
+    /// changes are not notified: the watcher still polls for those).
+    changed: Arc<tokio::sync::Notify>,
+    _listener: chitchat::ListenerHandle,
 }
 
 /// What this node knows of the others, at one instant.
@@ -321,6 +325,14 @@ impl Gossip {
         let handle = spawn_chitchat(config, initial, &transport)
             .await
             .context("starting gossip")?;
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let wake = changed.clone();
+        // Called under chitchat's state lock for every key set: only a wake-up here.
+        let listener = handle
+            .chitchat()
+            .lock()
+            .await
+            .subscribe_event("", move |_| wake.notify_one());
         Ok(Gossip {
             handle,
             node_ip: match advertise.ip() {
@@ -329,7 +341,14 @@ impl Gossip {
             },
             keyring,
             stats,
+            changed,
+            _listener: listener,
         })
+    }
+
+    /// Returns when a key-value was set in gossip (by any node) since the last return.
+    pub async fn key_set(&self) {
+        self.changed.notified().await
     }
 
     pub async fn set(&self, key: String, value: String) {

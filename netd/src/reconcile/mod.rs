@@ -47,7 +47,9 @@ pub struct Shared {
     /// Infrastructure (sandbox bridge/VXLAN, egress bridge/rules) checked since the last full
     /// pass: event-driven passes skip re-checking it, the periodic full pass re-checks all.
     pub verified: std::sync::Mutex<std::collections::HashSet<String>>,
-    pub dns_rebuild: std::sync::Mutex<()>,
+    /// What the DNS index holds: the local state and the view generation it was made from
+    /// (none before the first build). Serializes index changes.
+    pub dns_rebuild: std::sync::Mutex<Option<(DesiredState, u64)>>,
     /// Changes for `GET /v1/events` (drift repaired here, the rest by the daemon and watcher).
     pub events: crate::events::Events,
     /// The epoch of the SAs this node sends with, and its publication to gossip.
@@ -56,24 +58,46 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Rebuilds the DNS names from the desired state and the cluster view; with `publish`,
-    /// first makes that view the current one. Serialized, so a rebuild never overwrites a newer
-    /// one with an older view; the view is published after its names, so an endpoint the API
-    /// lists is also resolvable.
+    /// Brings the DNS names up to date with the desired state and the cluster view (`publish`,
+    /// else the current one): change by change when the changes since the index's last update
+    /// are known (local endpoints, view changes, same networks), else rebuilt whole. With
+    /// `publish`, then makes that view the current one. Serialized, so an update never
+    /// overwrites a newer one with an older view; the view is published after its names, so an
+    /// endpoint the API lists is also resolvable.
     pub fn rebuild_dns(&self, publish: Option<Arc<ClusterView>>) {
-        let _serial = self.dns_rebuild.lock().expect("dns rebuild lock");
+        let mut indexed = self.dns_rebuild.lock().expect("dns rebuild lock");
         let desired = self.desired.read().expect("desired lock").clone();
-        match publish {
-            Some(v) => {
-                self.dns
-                    .set_index(crate::dns::index::DnsIndex::build(&desired, &v));
-                *self.view.write().expect("view lock") = v;
+        let view = match &publish {
+            Some(v) => v.clone(),
+            None => self.view.read().expect("view lock").clone(),
+        };
+        // Follow the changes since what the index holds when they are all known (the local
+        // endpoints by diff, the view's from the watcher's log); else build it anew.
+        let changes = indexed
+            .as_ref()
+            .filter(|(d, _)| d.networks == desired.networks)
+            .and_then(|(_, g)| {
+                self.view_changes
+                    .lock()
+                    .expect("view changes lock")
+                    .between(*g, view.generation)
+            });
+        match (indexed.as_ref(), changes) {
+            (Some((old, _)), Some(changes)) => {
+                let mut idx = self.dns.index_mut();
+                idx.change_local(old, &desired);
+                for c in &changes {
+                    idx.change_remote(c);
+                }
+                idx.finish();
             }
-            None => {
-                let v = self.view.read().expect("view lock").clone();
-                self.dns
-                    .set_index(crate::dns::index::DnsIndex::build(&desired, &v));
-            }
+            _ => self
+                .dns
+                .set_index(crate::dns::index::DnsIndex::build(&desired, &view)),
+        }
+        *indexed = Some((desired, view.generation));
+        if let Some(v) = publish {
+            *self.view.write().expect("view lock") = v;
         }
     }
 
