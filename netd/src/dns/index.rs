@@ -741,10 +741,14 @@ mod tests {
         }
         idx.change_local(&old, &new);
         idx.finish();
-        let sealed = idx.networks_of(std::path::Path::new("/run/netns/a")).to_vec();
+        let sealed = idx
+            .networks_of(std::path::Path::new("/run/netns/a"))
+            .to_vec();
         assert_eq!(sealed, ["sealed"]);
         assert!(!idx.may_forward(&sealed));
-        let open = idx.networks_of(std::path::Path::new("/run/netns/b")).to_vec();
+        let open = idx
+            .networks_of(std::path::Path::new("/run/netns/b"))
+            .to_vec();
         assert!(idx.may_forward(&open));
         assert_eq!(ips(idx.lookup(&sealed, "a")), ["10.62.0.2"]);
     }

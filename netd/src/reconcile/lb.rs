@@ -1,5 +1,5 @@
 //! Service VIP load balancing, from the desired state and the cluster view (see `crate::lb`).
-//! Runs on the reconcile thread in every pass, and alone (`Scope::Lb`) after a gossip change;
+//! Runs in every reconcile pass, and alone (`Scope::Lb`, on a thread of its own) after a gossip change;
 //! cheap when nothing changed: the model follows the endpoint changes and only the services
 //! they touch are looked at (see [`reconcile`]).
 
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The backend, opened on the first pass (one netd per process, one reconcile thread).
+/// The backend, opened on the first pass (one netd per process; both reconcile threads use it).
 static LB: Mutex<Option<Box<dyn LoadBalancer>>> = Mutex::new(None);
 /// What the last pass applied, kept to follow changes (see [`sync`]).
 static STATE: Mutex<Option<State>> = Mutex::new(None);

@@ -1,6 +1,7 @@
 //! The one path from desired state to kernel. API calls, gossip updates, restarts and the
-//! periodic drift repair all end here, as jobs on one dedicated thread (kernel changes are
-//! serialized, and namespace-switching commands never run on async runtime workers).
+//! periodic drift repair all end here, as jobs on a dedicated thread (kernel changes are
+//! serialized, and namespace-switching commands never run on async runtime workers); service
+//! LB jobs after gossip changes have a second one (see [`Reconciler`]).
 
 pub mod crypto;
 mod dns;
@@ -153,25 +154,42 @@ struct Job {
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
+/// Two threads: one for every scope, and one for [`Scope::Lb`] alone, so that a gossip change
+/// of a service backend reaches the LB while a long pass runs (a full pass checks every remote
+/// FDB and neighbor entry: seconds at 100k). The LB itself is serialized by its own lock (see
+/// `lb::reconcile`); a full pass applies it too.
 #[derive(Clone)]
 pub struct Reconciler {
     tx: mpsc::Sender<Job>,
+    lb: mpsc::Sender<Job>,
 }
 
 impl Reconciler {
     pub fn spawn(shared: Arc<Shared>) -> Reconciler {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("reconcile".into())
-            .spawn(move || run(shared, rx))
-            .expect("spawning reconcile thread");
-        Reconciler { tx }
+        let (lb, lb_rx) = mpsc::channel::<Job>();
+        for (name, rx) in [("reconcile", rx), ("reconcile-lb", lb_rx)] {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || run(shared, rx))
+                .expect("spawning reconcile thread");
+        }
+        Reconciler { tx, lb }
+    }
+
+    fn queue(&self, scope: &Scope) -> &mpsc::Sender<Job> {
+        if *scope == Scope::Lb {
+            &self.lb
+        } else {
+            &self.tx
+        }
     }
 
     /// Queues a reconcile and waits for its outcome.
     pub async fn run(&self, scope: Scope) -> Result<(), String> {
         let (done, rx) = oneshot::channel();
-        self.tx
+        self.queue(&scope)
             .send(Job {
                 scope,
                 done: Some(done),
@@ -183,7 +201,7 @@ impl Reconciler {
 
     /// Queues a reconcile without waiting.
     pub fn request(&self, scope: Scope) {
-        let _ = self.tx.send(Job { scope, done: None });
+        let _ = self.queue(&scope).send(Job { scope, done: None });
     }
 }
 
@@ -200,6 +218,8 @@ fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Job>) {
                 scopes.push(j.scope.clone());
             }
         }
+        // Full passes last: what an API call or gossip change asked for does not wait for one.
+        scopes.sort_by_key(|s| matches!(s, Scope::All { .. }));
         let mut results = Vec::new();
         for s in &scopes {
             let r = reconcile(&shared, s).map_err(|e| format!("{e:#}"));
