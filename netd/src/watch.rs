@@ -141,8 +141,11 @@ async fn names_follow(
     }
 }
 
-/// Full reconcile at a fixed period (drift repair), and once right after the startup grace so
-/// that entries kept across a restart but no longer wanted are removed.
+/// Full reconcile (drift repair) every `reconcile_interval_ms`, and once right after the
+/// startup grace so that entries kept across a restart but no longer wanted are removed. A full
+/// pass checks every remote FDB and neighbor entry (seconds at 100k endpoints) and holds the
+/// reconcile thread meanwhile, so the next one starts no sooner than [`DRIFT_SPACING`] times
+/// the last one's duration after its start: drift repair takes at most ~10% of the thread.
 pub async fn periodic(d: Arc<Daemon>) {
     let grace = Duration::from_millis(d.shared.cfg.startup_sync_grace_ms);
     let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms);
@@ -150,16 +153,33 @@ pub async fn periodic(d: Arc<Daemon>) {
         grace.saturating_sub(d.shared.started.elapsed()) + Duration::from_millis(50),
     )
     .await;
-    d.reconciler.request(Scope::All {
-        verify_containers: false,
-    });
-    let mut tick = tokio::time::interval(period);
     loop {
-        tick.tick().await;
-        d.reconciler.request(Scope::All {
-            verify_containers: false,
-        });
+        let t = Instant::now();
+        let _ = d
+            .reconciler
+            .run(Scope::All {
+                verify_containers: false,
+            })
+            .await;
+        let took = t.elapsed();
+        let next = drift_pause(period, took);
+        if next > period {
+            tracing::debug!(
+                ?took,
+                ?next,
+                "drift repair spaced out: full passes are long"
+            );
+        }
+        tokio::time::sleep(next.saturating_sub(took)).await;
     }
+}
+
+/// A full pass starts no sooner than this many times the last one's duration after it.
+const DRIFT_SPACING: u32 = 10;
+
+/// Time from the start of a full pass that took `took` to the start of the next.
+fn drift_pause(period: Duration, took: Duration) -> Duration {
+    period.max(took * DRIFT_SPACING)
 }
 
 /// Gossips this node's SA epoch whenever the reconcile loop moves to a new one.
@@ -240,5 +260,20 @@ fn emit_changes(
         if !ne.contains_key(&(*net, *id)) {
             ev.emit("remote_endpoint_left", Some(net), *id, what.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_repair_is_spaced_out_when_passes_are_long() {
+        let period = Duration::from_secs(5);
+        assert_eq!(drift_pause(period, Duration::from_millis(80)), period);
+        assert_eq!(
+            drift_pause(period, Duration::from_secs(10)),
+            Duration::from_secs(100)
+        );
     }
 }
