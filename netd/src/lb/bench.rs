@@ -238,6 +238,7 @@ fn watcher(desired: &DesiredState, view: &ClusterView, changes: u32) {
     let mut reader = ViewReader::default();
     let t = Instant::now();
     let (mut current, all) = reader.read("me", inputs(&states), &ClusterView::default());
+    let first = t.elapsed();
     let (rss0, t) = (rss_kib(), Instant::now());
     let mut names = crate::dns::index::DnsIndex::build(desired, &current);
     println!(
@@ -245,7 +246,6 @@ fn watcher(desired: &DesiredState, view: &ClusterView, changes: u32) {
         t.elapsed().as_secs_f64() * 1e3,
         rss_kib().saturating_sub(rss0) as f64 / 1024.0
     );
-    let first = t.elapsed();
     assert_eq!(all.len(), view.endpoints.len());
     assert_eq!(current.endpoints, view.endpoints);
     drop(all);
