@@ -186,6 +186,16 @@ pub fn run_probes() -> Vec<Probe> {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "no cgroup2 mount".into()),
     });
+    // The probe lb_backend = "ebpf" starts with: a TCX query (tc BPF links, Linux 6.6+).
+    let tcx = crate::lb::ebpf::probe_tcx();
+    out.push(Probe {
+        feature: "bpf-tcx",
+        ok: tcx.is_ok(),
+        required: false,
+        affects: "eBPF LB backend (lb_backend = \"ebpf\", the default with lb_cgroup; netd refuses it without TCX)",
+        fix: "Linux 6.6 or later (TCX); or lb_backend = \"nftables\" or \"ipvs\"",
+        detail: tcx.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+    });
     // The probe lb_backend = "ipvs" starts with: the generic-netlink family, after modprobe.
     let ipvs = crate::lb::ipvs::probe();
     out.push(Probe {

@@ -5,7 +5,9 @@ S=/run/vmstate
 mkdir -p /dev/pts /dev/shm /tmp /run/netns /run/netd
 mount -t devpts -o mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+# cgroup2 where the host has it (/sys/fs/cgroup/unified: the eBPF LB tests' cgroups go there)
+mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup && mkdir -p /sys/fs/cgroup/unified
+mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 echo vm > /proc/sys/kernel/hostname

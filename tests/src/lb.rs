@@ -177,7 +177,8 @@ impl Drop for IdServer {
     }
 }
 
-/// The client program (python3): modes `tcp N`, `udp N`, `refused`, `hold FILE`, `udphold
+/// The client program (python3): modes `tcp N`, `udp N`, `tcpudp N UDP_PORT M` (both, one
+/// python start: it costs seconds in an emulated guest), `refused`, `hold FILE`, `udphold
 /// FILE` (a connected UDP socket asking every 50 ms until FILE exists; a line per change of
 /// the answering task; reconnects on a socket error, never on a mere timeout).
 const CLIENT: &str = r#"
@@ -191,9 +192,9 @@ def line(s):
             break
         buf += c
     return buf.decode().strip()
-if mode == "tcp":
+def tcp(n):
     counts, peers, errors = {}, set(), {}
-    for _ in range(int(sys.argv[4])):
+    for _ in range(n):
         try:
             s = socket.create_connection((vip, port), timeout=5)
             peers.add("%s:%d" % s.getpeername())
@@ -203,10 +204,10 @@ if mode == "tcp":
         except OSError as e:
             k = errno.errorcode.get(e.errno, str(e))
             errors[k] = errors.get(k, 0) + 1
-    print(json.dumps({"counts": counts, "peers": sorted(peers), "errors": errors}))
-elif mode == "udp":
+    return {"counts": counts, "peers": sorted(peers), "errors": errors}
+def udp(port, n):
     counts, froms = {}, set()
-    for _ in range(int(sys.argv[4])):
+    for _ in range(n):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(3)
         s.sendto(b"hi", (vip, port))
@@ -219,9 +220,15 @@ elif mode == "udp":
     s.connect((vip, port))
     s.send(b"hi")
     data, frm = s.recvfrom(1500)
-    print(json.dumps({"counts": counts, "froms": sorted(froms),
-                      "connected_peer": "%s:%d" % s.getpeername(),
-                      "connected_from": "%s:%d" % frm}))
+    return {"counts": counts, "froms": sorted(froms),
+            "connected_peer": "%s:%d" % s.getpeername(),
+            "connected_from": "%s:%d" % frm}
+if mode == "tcp":
+    print(json.dumps(tcp(int(sys.argv[4]))))
+elif mode == "udp":
+    print(json.dumps(udp(port, int(sys.argv[4]))))
+elif mode == "tcpudp":
+    print(json.dumps({"tcp": tcp(int(sys.argv[4])), "udp": udp(int(sys.argv[5]), int(sys.argv[6]))}))
 elif mode == "refused":
     t = time.time()
     try:

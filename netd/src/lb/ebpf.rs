@@ -841,6 +841,19 @@ fn close_udp_to(netns: &Path, backends: &[Backend]) -> Result<()> {
     Ok(())
 }
 
+/// What `lb_backend = "ebpf"` needs that older kernels lack: TCX (BPF links on the tc hooks,
+/// Linux 6.6 and later), which the classifiers on the containers' veths are attached with.
+/// Probed for real: a TCX query on `lo` of the current namespace (the kernel rejects the attach
+/// type with EINVAL when it has no TCX); no side effects.
+pub fn probe_tcx() -> Result<()> {
+    SchedClassifier::query_tcx("lo", TcAttachType::Ingress)
+        .map(|_| ())
+        .context(
+            "the kernel has no TCX (BPF links on the tc hooks, Linux 6.6 or later), which the \
+             eBPF LB attaches its tc programs with (a TCX query on lo failed)",
+        )
+}
+
 /// Makes sure classifier `which` (of TC_PROGS) runs at its TCX hook of `ifname` (in the
 /// current netns): adopts what is attached already (a restart), else attaches a link and pins
 /// it, replacing the pin of an older link (which detaches it).

@@ -130,12 +130,28 @@ pub fn kind_name(kind: LbBackendKind) -> &'static str {
 
 /// Start-up check of what the configured backend needs from the kernel that cannot wait for
 /// the first reconcile pass: netd refuses to start with `lb_backend = "ipvs"` on a kernel
-/// without IPVS rather than run without the VIPs it was asked for.
+/// without IPVS, or with `lb_backend = "ebpf"` on one without TCX (before 6.6), rather than
+/// run without the VIPs (or their ARP/ICMP answers) it was asked for.
 pub fn preflight(cfg: &Config) -> Result<()> {
-    if backend_kind(cfg) == LbBackendKind::Ipvs {
-        ipvs::probe().context("lb_backend = \"ipvs\"")?;
+    match backend_kind(cfg) {
+        LbBackendKind::Ipvs => ipvs::probe().context("lb_backend = \"ipvs\"")?,
+        LbBackendKind::Ebpf => ebpf::probe_tcx().context(ebpf_refusal(cfg.lb_backend.is_none()))?,
+        LbBackendKind::Nftables | LbBackendKind::None => {}
     }
     Ok(())
+}
+
+/// Why netd does not start with the eBPF backend on a kernel without TCX, and what to do.
+fn ebpf_refusal(by_default: bool) -> String {
+    format!(
+        "lb_backend = \"ebpf\"{} cannot run on this kernel: it needs TCX (Linux 6.6 or later); \
+         set lb_backend = \"nftables\" or \"ipvs\" in the config instead",
+        if by_default {
+            " (the default when lb_cgroup is set)"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Creates the configured backend (None for `none`).
