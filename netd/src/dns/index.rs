@@ -117,8 +117,9 @@ pub struct NetRecords {
     pub internal: bool,
     /// Endpoints on this network.
     count: usize,
+    /// Answers of the names services claim, kept resolved; other names (and reverse names) are
+    /// resolved when asked, from `plain` (and `ptr_eps`, `vips`): one copy of each, not two.
     names: HashMap<String, Answer>,
-    ptr: HashMap<Ipv4Addr, String>,
     /// Name → addresses of the endpoints carrying it (a multiset).
     plain: HashMap<String, Vec<Ipv4Addr>>,
     /// Reverse names of the endpoints holding each address (a multiset).
@@ -135,7 +136,6 @@ pub struct NetRecords {
 struct Dirty {
     groups: BTreeSet<String>,
     names: BTreeSet<String>,
-    ptr: BTreeSet<Ipv4Addr>,
 }
 
 #[derive(Debug, Default)]
@@ -267,7 +267,6 @@ impl DnsIndex {
                     net.plain.remove(&n);
                 }
             }
-            dirty.names.insert(n);
         }
         let rev = format!("{name}.{}.", e.network);
         let held = net.ptr_eps.entry(e.ip).or_default();
@@ -279,7 +278,6 @@ impl DnsIndex {
                 net.ptr_eps.remove(&e.ip);
             }
         }
-        dirty.ptr.insert(e.ip);
         let Some(svc) = e.service else {
             return;
         };
@@ -358,7 +356,6 @@ impl DnsIndex {
                                 net.vips.remove(&ip);
                             }
                         }
-                        dirty.ptr.insert(ip);
                     }
                 }
                 g.claimed = claimed;
@@ -368,20 +365,9 @@ impl DnsIndex {
                 }
             }
             for n in dirty.names {
-                match net.resolve(&n) {
+                match net.claimed_answer(&n) {
                     Some(a) => net.names.insert(n, a),
                     None => net.names.remove(&n),
-                };
-            }
-            for ip in dirty.ptr {
-                let by_vip = net
-                    .vips
-                    .get(&ip)
-                    .and_then(|s| s.last())
-                    .map(|s| format!("{s}.{network}."));
-                match by_vip.or_else(|| net.ptr_eps.get(&ip)?.iter().min().cloned()) {
-                    Some(r) => net.ptr.insert(ip, r),
-                    None => net.ptr.remove(&ip),
                 };
             }
             if net.count == 0 {
@@ -419,14 +405,14 @@ impl DnsIndex {
         // `<name>.<network>`: restricted to that network (if the asker is on it).
         if let Some((head, net)) = q.rsplit_once('.') {
             if nets.iter().any(|n| n.eq_ignore_ascii_case(net)) {
-                if let Some(a) = self.nets.get(net).and_then(|r| r.names.get(head)) {
-                    return Some(a.clone());
+                if let Some(a) = self.nets.get(net).and_then(|r| r.answer(head)) {
+                    return Some(a);
                 }
             }
         }
         let mut found: Option<Answer> = None;
         for n in nets {
-            if let Some(a) = self.nets.get(n).and_then(|r| r.names.get(&q)) {
+            if let Some(a) = self.nets.get(n).and_then(|r| r.answer(&q)) {
                 let f = found.get_or_insert_with(Answer::default);
                 for ip in &a.ips {
                     if !f.ips.contains(ip) {
@@ -446,8 +432,9 @@ impl DnsIndex {
             .filter_map(|n| Some((n, self.nets.get(n)?)))
             .flat_map(|(n, r)| {
                 r.names
-                    .iter()
-                    .map(move |(name, a)| (n.clone(), name.clone(), a.clone()))
+                    .keys()
+                    .chain(r.plain.keys().filter(|k| !r.names.contains_key(*k)))
+                    .filter_map(move |name| Some((n.clone(), name.clone(), r.answer(name)?)))
             })
             .collect();
         v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -457,14 +444,36 @@ impl DnsIndex {
     /// Names for a reverse lookup of `ip`, from the asker's networks.
     pub fn reverse(&self, nets: &[String], ip: Ipv4Addr) -> Vec<String> {
         nets.iter()
-            .filter_map(|n| self.nets.get(n)?.ptr.get(&ip).cloned())
+            .filter_map(|n| self.nets.get(n)?.reverse(n, ip))
             .collect()
     }
 }
 
 impl NetRecords {
-    /// The answer for `name` from what it is made of (see the module doc).
-    fn resolve(&self, name: &str) -> Option<Answer> {
+    /// The answer for `name` (lower case) from what it is made of (see the module doc).
+    fn answer(&self, name: &str) -> Option<Answer> {
+        if let Some(a) = self.names.get(name) {
+            return Some(a.clone());
+        }
+        let mut ips = self.plain.get(name)?.clone();
+        ips.sort();
+        ips.dedup();
+        Some(Answer {
+            ips,
+            shuffle: false,
+        })
+    }
+
+    /// The reverse name of `ip` on this network (`network`).
+    fn reverse(&self, network: &str, ip: Ipv4Addr) -> Option<String> {
+        match self.vips.get(&ip).and_then(|s| s.last()) {
+            Some(svc) => Some(format!("{svc}.{network}.")),
+            None => self.ptr_eps.get(&ip)?.iter().min().cloned(),
+        }
+    }
+
+    /// The answer for a name services claim (the last claimer by name answers).
+    fn claimed_answer(&self, name: &str) -> Option<Answer> {
         if let Some(key) = self.claims.get(name).and_then(|s| s.last()) {
             let g = &self.services[key];
             let tasks = g.enabled();
@@ -480,13 +489,7 @@ impl NetRecords {
                 },
             });
         }
-        let mut ips = self.plain.get(name)?.clone();
-        ips.sort();
-        ips.dedup();
-        Some(Answer {
-            ips,
-            shuffle: false,
-        })
+        None
     }
 }
 
@@ -609,11 +612,13 @@ mod tests {
         for n in &nets {
             let r = &idx.nets[n];
             let mut ptr: Vec<String> = r
-                .ptr
-                .iter()
-                .map(|(ip, s)| format!("{n} ptr {ip} {s}"))
+                .ptr_eps
+                .keys()
+                .chain(r.vips.keys())
+                .map(|ip| format!("{n} ptr {ip} {:?}", r.reverse(n, *ip)))
                 .collect();
             ptr.sort();
+            ptr.dedup();
             out.extend(ptr);
             out.push(format!("{n} internal {}", r.internal));
         }
