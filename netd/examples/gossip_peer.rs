@@ -30,7 +30,7 @@ use netd::config::Config;
 use netd::gossip::record::{decode, EndpointRecord};
 use netd::gossip::{initial_endpoint_state, Gossip};
 use netd::lb::maps::{SvcKey, SvcVal, MAP_SERVICES};
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -147,18 +147,9 @@ fn pct(v: &mut [u128], p: f64) -> u128 {
 /// `PATCH /v1/endpoints/<id>` over the API socket; the HTTP status.
 fn api_drain(sock: &Path, id: &str, drained: bool) -> Result<u16> {
     let body = format!(r#"{{"service_disabled":{drained}}}"#);
-    let mut s = std::os::unix::net::UnixStream::connect(sock)?;
-    write!(
-        s,
-        "PATCH /v1/endpoints/{id} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status")
+    let (status, _) =
+        netd::client::request(sock, "PATCH", &format!("/v1/endpoints/{id}"), Some(&body))?;
+    Ok(status)
 }
 
 /// Services whose `lb_services` entry has `tasks` backends, among those of this peer.
