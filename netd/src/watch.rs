@@ -42,18 +42,19 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             reader = ViewReader::default();
             last_whole = Instant::now();
         }
-        let unchanged = fp == last_fp;
-        if !unchanged {
-            d.gossip.acknowledge_claims().await;
-        }
-        last_fp = fp;
         let current = d
             .shared
             .reconcile_view
             .read()
             .expect("reconcile view lock")
             .clone();
-        let (mut view, changes) = d.gossip.read_view(&mut reader, &current).await;
+        let (mut view, changes, read_fp) = d.gossip.read_view(&mut reader, &current).await;
+        // Compared as read: the state may have moved since `fp` was taken.
+        let unchanged = read_fp == last_fp;
+        last_fp = read_fp;
+        if !unchanged {
+            d.gossip.acknowledge_claims().await;
+        }
         if unchanged && !changes.is_empty() {
             // Nothing changed in gossip since the last read, so the reads before missed these.
             tracing::warn!(

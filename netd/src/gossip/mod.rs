@@ -316,7 +316,13 @@ impl Gossip {
             },
             marked_for_deletion_grace_period: Duration::from_secs(3600),
             catchup_callback: None,
-            extra_liveness_predicate: None,
+            // Whenever a live node's max_version moves (every round that brings a change),
+            // chitchat 0.11 copies the whole state of every live node into its live-nodes watch
+            // channel (`update_nodes_liveness`), and that channel keeps the last copy: at 100k
+            // records, ~60 MB held and tens of ms of copying under the state lock per change.
+            // netd never reads that channel (it reads `live_nodes()`, which this predicate does
+            // not affect: chitchat consults it only to fill the channel), so nothing is copied.
+            extra_liveness_predicate: Some(Box::new(|_| false)),
         };
         let transport = SealedTransport {
             keyring: keyring.clone(),
@@ -397,36 +403,43 @@ impl Gossip {
     /// Cheap fingerprint of everything a view depends on: changes when any node's state version
     /// or the set of live nodes changes.
     pub async fn fingerprint(&self) -> u64 {
-        let cc = self.handle.chitchat();
-        let g = cc.lock().await;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        let live: Vec<&ChitchatId> = g.live_nodes().collect();
-        for (id, st) in g.node_states() {
-            id.node_id.hash(&mut h);
-            id.generation_id.hash(&mut h);
-            st.max_version().hash(&mut h);
-            live.contains(&id).hash(&mut h);
-        }
-        h.finish()
+        fingerprint_of(&*self.handle.chitchat().lock().await)
     }
 
     /// The view brought up to date by `reader` from `old` (the view it made last), and the
-    /// endpoint changes from `old`; a fresh reader reads everything (see [`follow`]).
+    /// endpoint changes from `old`, and the fingerprint of the state read; a fresh reader reads
+    /// everything (see [`follow`]).
     pub async fn read_view(
         &self,
         reader: &mut ViewReader,
         old: &ClusterView,
-    ) -> (ClusterView, Vec<EndpointChange>) {
+    ) -> (ClusterView, Vec<EndpointChange>, u64) {
         let cc = self.handle.chitchat();
         let g = cc.lock().await;
+        // The fingerprint of exactly the state read (it may have moved since the caller's).
+        let fp = fingerprint_of(&g);
         let live: std::collections::HashSet<&ChitchatId> = g.live_nodes().collect();
         let nodes = g.node_states().iter().map(|(id, state)| NodeInput {
             id,
             state,
             live: live.contains(id),
         });
-        reader.read(&g.self_chitchat_id().node_id, nodes, old)
+        let (view, changes) = reader.read(&g.self_chitchat_id().node_id, nodes, old);
+        (view, changes, fp)
     }
+}
+
+/// See [`Gossip::fingerprint`].
+fn fingerprint_of(g: &chitchat::Chitchat) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let live: Vec<&ChitchatId> = g.live_nodes().collect();
+    for (id, st) in g.node_states() {
+        id.node_id.hash(&mut h);
+        id.generation_id.hash(&mut h);
+        st.max_version().hash(&mut h);
+        live.contains(&id).hash(&mut h);
+    }
+    h.finish()
 }
 
 #[cfg(test)]
