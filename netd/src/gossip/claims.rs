@@ -14,7 +14,7 @@
 //! made while a node is unreachable can collide with one made on the other side of the
 //! partition. netd reports such duplicates (`GET /v1/node` warnings) rather than hiding them.
 
-use super::record::{claim_key, parse_claim_key, seen_key, CLAIMED, CONFIRMED};
+use super::record::{claim_key, parse_claim_key, seen_key, CLAIMED, CLAIM_PREFIX, CONFIRMED};
 use super::Gossip;
 use crate::ipam;
 use anyhow::{bail, Result};
@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 fn claims_of(g: &chitchat::Chitchat, network: &str) -> Vec<(String, u32, bool)> {
     let mut out = Vec::new();
     for (id, st) in g.node_states() {
-        for (k, v) in st.key_values() {
+        // A range of the node's keys, not a scan of all (endpoint records are most of them).
+        for (k, v) in st.iter_prefix(CLAIM_PREFIX) {
             if let Some((n, b)) = parse_claim_key(k) {
                 if n == network {
-                    out.push((id.node_id.to_string(), b, v == CONFIRMED));
+                    out.push((id.node_id.to_string(), b, v.value == CONFIRMED));
                 }
             }
         }
@@ -131,9 +132,9 @@ impl Gossip {
             }
             let Some(st) = g.node_state(id) else { continue };
             let pending = st
-                .key_values()
-                .filter(|(k, v)| k.starts_with("ipam:") && *v == CLAIMED)
-                .filter_map(|(k, _)| st.get_versioned(k).map(|v| v.version))
+                .iter_prefix(CLAIM_PREFIX)
+                .filter(|(_, v)| v.value == CLAIMED)
+                .map(|(_, v)| v.version)
                 .max();
             let Some(pending) = pending else { continue };
             let key = seen_key(&id.node_id, id.generation_id);
@@ -155,8 +156,8 @@ impl Gossip {
                 .unwrap_or_default();
             let stale: Vec<String> = g
                 .self_node_state()
-                .key_values()
-                .filter(|(sk, _)| sk.starts_with(&node_prefix) && *sk != k)
+                .iter_prefix(&node_prefix)
+                .filter(|(sk, _)| *sk != k)
                 .map(|(sk, _)| sk.to_string())
                 .collect();
             for sk in stale {

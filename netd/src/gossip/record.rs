@@ -197,12 +197,15 @@ pub fn parse_endpoint_key(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(ENDPOINT_PREFIX)?.split_once(':')
 }
 
+/// Every IPAM claim key starts with this.
+pub const CLAIM_PREFIX: &str = "ipam:";
+
 pub fn claim_key(network: &str, block: u32) -> String {
-    format!("ipam:{network}:{block}")
+    format!("{CLAIM_PREFIX}{network}:{block}")
 }
 
 pub fn parse_claim_key(key: &str) -> Option<(&str, u32)> {
-    let (n, b) = key.strip_prefix("ipam:")?.rsplit_once(':')?;
+    let (n, b) = key.strip_prefix(CLAIM_PREFIX)?.rsplit_once(':')?;
     Some((n, b.parse().ok()?))
 }
 
