@@ -11,8 +11,13 @@ use std::time::{Duration, Instant};
 
 /// Wakes on gossip key changes (and polls the gossip state's fingerprint, cheap) and, when it changes, brings the cluster view up
 /// to date (reading only the records that changed, see `gossip::follow`) and queues a reconcile
-/// for every network whose remote endpoints changed. Every `reconcile_interval_ms` the view is
-/// read whole instead (a fresh reader, the same code), as the reconcile loop repairs drift.
+/// for every network whose remote endpoints changed. Every [`WHOLE_READ_EVERY`] reconcile
+/// intervals the view is read whole instead (a fresh reader, the same code): a safety net for
+/// the incremental reading, not drift repair (gossip state does not drift from what was read;
+/// the kernel's does, see [`periodic`]). A whole read holds chitchat's lock while it decodes
+/// every record (~160 ms at 100k), which stalls gossip meanwhile, so it is rare and spaced
+/// like drift repair ([`drift_pause`]); the reads run on a blocking thread, never on a runtime
+/// worker.
 /// The new view goes to reconcile passes at once (`Shared::reconcile_view`); the DNS names are
 /// rebuilt from it and it is published to the API (`Shared::view`) on a task of their own
 /// ([`names_follow`]), so the next change is read while a rebuild runs.
@@ -21,8 +26,9 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
     tokio::spawn(names_follow(d.clone(), views));
     let mut last_fp = 0u64;
     let mut reader = ViewReader::default();
-    let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms);
+    let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms) * WHOLE_READ_EVERY;
     let mut last_whole = Instant::now();
+    let mut whole_pause = period;
     // A key set anywhere wakes the watcher at once; deletions and liveness changes are not
     // notified by chitchat, so the fingerprint (a few hashes per node: cheap) is also polled,
     // which bounds the time those wait before they are read.
@@ -34,7 +40,7 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             _ = d.gossip.key_set() => {}
         }
         let fp = d.gossip.fingerprint().await;
-        let whole = last_whole.elapsed() >= period;
+        let whole = last_whole.elapsed() >= whole_pause;
         if fp == last_fp && !whole {
             continue;
         }
@@ -48,7 +54,19 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             .read()
             .expect("reconcile view lock")
             .clone();
-        let (mut view, changes, read_fp) = d.gossip.read_view(&mut reader, &current).await;
+        let (r, mut view, changes, read_fp) = {
+            let (d, current) = (d.clone(), current.clone());
+            tokio::task::spawn_blocking(move || {
+                let (view, changes, fp) = d.gossip.read_view(&mut reader, &current);
+                (reader, view, changes, fp)
+            })
+            .await
+            .expect("gossip read panicked")
+        };
+        reader = r;
+        if whole {
+            whole_pause = drift_pause(period, last_whole.elapsed());
+        }
         // Compared as read: the state may have moved since `fp` was taken.
         let unchanged = read_fp == last_fp;
         last_fp = read_fp;
@@ -174,6 +192,9 @@ pub async fn periodic(d: Arc<Daemon>) {
         tokio::time::sleep(next.saturating_sub(took)).await;
     }
 }
+
+/// The gossip watcher reads the view whole once every this many reconcile intervals.
+const WHOLE_READ_EVERY: u32 = 12;
 
 /// A full pass starts no sooner than this many times the last one's duration after it.
 const DRIFT_SPACING: u32 = 10;

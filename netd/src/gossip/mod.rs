@@ -409,13 +409,15 @@ impl Gossip {
     /// The view brought up to date by `reader` from `old` (the view it made last), and the
     /// endpoint changes from `old`, and the fingerprint of the state read; a fresh reader reads
     /// everything (see [`follow`]).
-    pub async fn read_view(
+    /// Blocks on chitchat's lock and does CPU work proportional to what changed (all of it for
+    /// a fresh reader): call it from a blocking thread, not from a runtime worker.
+    pub fn read_view(
         &self,
         reader: &mut ViewReader,
         old: &ClusterView,
     ) -> (ClusterView, Vec<EndpointChange>, u64) {
         let cc = self.handle.chitchat();
-        let g = cc.lock().await;
+        let g = cc.blocking_lock();
         // The fingerprint of exactly the state read (it may have moved since the caller's).
         let fp = fingerprint_of(&g);
         let live: std::collections::HashSet<&ChitchatId> = g.live_nodes().collect();
