@@ -20,6 +20,7 @@
 use crate::api::types::{EndpointMode, ServiceSpec};
 use crate::gossip::{ClusterView, EndpointChange};
 use crate::state::DesiredState;
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -112,6 +113,74 @@ fn take<T: PartialEq>(v: &mut Vec<T>, x: &T) {
     }
 }
 
+/// Adds (`add`) or removes `name` to or from the sorted set of `key` in `map`, dropping emptied
+/// entries; `owned` makes the key when it is new.
+fn set_in<K, Q>(
+    map: &mut HashMap<K, Few<Box<str>>>,
+    key: &Q,
+    owned: impl FnOnce() -> K,
+    name: &str,
+    add: bool,
+) where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    let at = |v: &Few<Box<str>>| v.binary_search_by(|x| (**x).cmp(name));
+    if add {
+        match map.get_mut(key) {
+            Some(v) => {
+                if let Err(i) = at(v) {
+                    v.insert(i, name.into());
+                }
+            }
+            None => {
+                map.insert(owned(), smallvec::smallvec![name.into()]);
+            }
+        }
+    } else if let Some(v) = map.get_mut(key) {
+        if let Ok(i) = at(v) {
+            v.remove(i);
+        }
+        if v.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// A small multiset held inline: nearly every name has one address and every address one
+/// name, and 100k one-element `Vec`s would each cost a heap block (of capacity 4).
+type Few<T> = SmallVec<[T; 1]>;
+
+/// Adds (`add`) or removes one `x` to or from the multiset of `key` in `map`, dropping emptied
+/// entries; `owned` makes the key when it is new.
+fn count_in<K, Q, T>(
+    map: &mut HashMap<K, Few<T>>,
+    key: &Q,
+    owned: impl FnOnce() -> K,
+    x: T,
+    add: bool,
+) where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+    T: PartialEq,
+{
+    if add {
+        match map.get_mut(key) {
+            Some(v) => v.push(x),
+            None => {
+                map.insert(owned(), smallvec::smallvec![x]);
+            }
+        }
+    } else if let Some(v) = map.get_mut(key) {
+        if let Some(i) = v.iter().position(|y| *y == x) {
+            v.swap_remove(i);
+        }
+        if v.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct NetRecords {
     pub internal: bool,
@@ -121,14 +190,15 @@ pub struct NetRecords {
     /// resolved when asked, from `plain` (and `ptr_eps`, `vips`): one copy of each, not two.
     names: HashMap<String, Answer>,
     /// Name → addresses of the endpoints carrying it (a multiset).
-    plain: HashMap<String, Vec<Ipv4Addr>>,
-    /// Reverse names of the endpoints holding each address (a multiset).
-    ptr_eps: HashMap<Ipv4Addr, Vec<String>>,
+    plain: HashMap<Box<str>, Few<Ipv4Addr>>,
+    /// Names (lower case) of the endpoints holding each address (a multiset); the reverse
+    /// name is `<name>.<network>.`.
+    ptr_eps: HashMap<Ipv4Addr, Few<Box<str>>>,
     /// Services by lower-case name.
     services: BTreeMap<String, Group>,
     /// Name → services claiming it; VIP → services with it.
-    claims: HashMap<String, BTreeSet<String>>,
-    vips: HashMap<Ipv4Addr, BTreeSet<String>>,
+    claims: HashMap<Box<str>, Few<Box<str>>>,
+    vips: HashMap<Ipv4Addr, Few<Box<str>>>,
 }
 
 /// What a change left to recompute, per network.
@@ -257,27 +327,16 @@ impl DnsIndex {
         if e.service.is_none() {
             plain.extend(e.aliases.iter().map(|a| a.to_ascii_lowercase()));
         }
-        for n in plain {
-            let ips = net.plain.entry(n.clone()).or_default();
-            if add {
-                ips.push(e.ip);
-            } else {
-                take(ips, &e.ip);
-                if ips.is_empty() {
-                    net.plain.remove(&n);
-                }
-            }
+        for n in &plain {
+            count_in(&mut net.plain, n.as_str(), || n.as_str().into(), e.ip, add);
         }
-        let rev = format!("{name}.{}.", e.network);
-        let held = net.ptr_eps.entry(e.ip).or_default();
-        if add {
-            held.push(rev);
-        } else {
-            take(held, &rev);
-            if held.is_empty() {
-                net.ptr_eps.remove(&e.ip);
-            }
-        }
+        count_in(
+            &mut net.ptr_eps,
+            &e.ip,
+            || e.ip,
+            name.clone().into_boxed_str(),
+            add,
+        );
         let Some(svc) = e.service else {
             return;
         };
@@ -330,15 +389,16 @@ impl DnsIndex {
                     _ => (BTreeSet::new(), None),
                 };
                 for n in g.claimed.difference(&claimed) {
-                    if let Some(s) = net.claims.get_mut(n) {
-                        s.remove(key);
-                        if s.is_empty() {
-                            net.claims.remove(n);
-                        }
-                    }
+                    set_in(
+                        &mut net.claims,
+                        n.as_str(),
+                        || n.as_str().into(),
+                        key,
+                        false,
+                    );
                 }
                 for n in claimed.difference(&g.claimed) {
-                    net.claims.entry(n.clone()).or_default().insert(key.clone());
+                    set_in(&mut net.claims, n.as_str(), || n.as_str().into(), key, true);
                 }
                 // Every claimed name: the answer may have changed (tasks, drained, VIP).
                 dirty
@@ -347,15 +407,7 @@ impl DnsIndex {
                 if g.vip != vip {
                     for (ip, add) in [(g.vip, false), (vip, true)] {
                         let Some(ip) = ip else { continue };
-                        let s = net.vips.entry(ip).or_default();
-                        if add {
-                            s.insert(key.clone());
-                        } else {
-                            s.remove(key);
-                            if s.is_empty() {
-                                net.vips.remove(&ip);
-                            }
-                        }
+                        set_in(&mut net.vips, &ip, || ip, key, add);
                     }
                 }
                 g.claimed = claimed;
@@ -433,8 +485,14 @@ impl DnsIndex {
             .flat_map(|(n, r)| {
                 r.names
                     .keys()
-                    .chain(r.plain.keys().filter(|k| !r.names.contains_key(*k)))
-                    .filter_map(move |name| Some((n.clone(), name.clone(), r.answer(name)?)))
+                    .map(String::as_str)
+                    .chain(
+                        r.plain
+                            .keys()
+                            .map(|k| &**k)
+                            .filter(|k| !r.names.contains_key(*k)),
+                    )
+                    .filter_map(move |name| Some((n.clone(), name.to_string(), r.answer(name)?)))
             })
             .collect();
         v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -455,7 +513,7 @@ impl NetRecords {
         if let Some(a) = self.names.get(name) {
             return Some(a.clone());
         }
-        let mut ips = self.plain.get(name)?.clone();
+        let mut ips = self.plain.get(name)?.to_vec();
         ips.sort();
         ips.dedup();
         Some(Answer {
@@ -468,13 +526,20 @@ impl NetRecords {
     fn reverse(&self, network: &str, ip: Ipv4Addr) -> Option<String> {
         match self.vips.get(&ip).and_then(|s| s.last()) {
             Some(svc) => Some(format!("{svc}.{network}.")),
-            None => self.ptr_eps.get(&ip)?.iter().min().cloned(),
+            // The smallest `<name>.<network>.`: names compared with the dot that follows them.
+            None => self
+                .ptr_eps
+                .get(&ip)?
+                .iter()
+                .min_by(|a, b| a.bytes().chain([b'.']).cmp(b.bytes().chain([b'.'])))
+                .map(|name| format!("{name}.{network}.")),
         }
     }
 
     /// The answer for a name services claim (the last claimer by name answers).
     fn claimed_answer(&self, name: &str) -> Option<Answer> {
         if let Some(key) = self.claims.get(name).and_then(|s| s.last()) {
+            let key: &str = key;
             let g = &self.services[key];
             let tasks = g.enabled();
             let own = name == key || g.aliases.iter().any(|a| a == name);
@@ -598,6 +663,48 @@ mod tests {
         assert_eq!(idx.reverse(&a, "10.0.0.100".parse().unwrap()), ["web.a."]);
         assert_eq!(idx.reverse(&a, "10.0.0.2".parse().unwrap()), ["web.1.a."]);
         assert!(idx.reverse(&a, "10.1.0.2".parse().unwrap()).is_empty());
+    }
+
+    /// Several endpoints on one address: the reverse name is the smallest `<name>.<network>.`
+    /// as a whole ("a-b.n." sorts before "a.n.", though "a" sorts before "a-b"), whatever the
+    /// order they came and went in; a name claimed by two services answers for the last by
+    /// name, and for the other once that one is gone.
+    #[test]
+    fn reverse_and_claim_ties() {
+        let (x, y) = (
+            svc("x", EndpointMode::Vip, Some("10.0.0.100")),
+            svc("y", EndpointMode::Vip, Some("10.0.0.101")),
+        );
+        let shared = vec!["both".to_string()];
+        let mut tx = ep("n", "10.0.0.3", "x.1", Some(&x), false);
+        tx.aliases = &shared;
+        let mut ty = ep("n", "10.0.0.4", "y.1", Some(&y), false);
+        ty.aliases = &shared;
+        let a = ep("n", "10.0.0.2", "a", None, false);
+        let ab = ep("n", "10.0.0.2", "a-b", None, false);
+        let n = vec!["n".to_string()];
+        let ip = "10.0.0.2".parse().unwrap();
+        for order in [[&a, &ab, &tx, &ty], [&ty, &ab, &tx, &a]] {
+            let mut idx = DnsIndex::default();
+            for e in order {
+                idx.contribute(e, true);
+            }
+            idx.finish();
+            assert_eq!(idx.reverse(&n, ip), ["a-b.n."]);
+            assert_eq!(ips(idx.lookup(&n, "both")), ["10.0.0.101"], "y claims last");
+            idx.contribute(&ab, false);
+            idx.contribute(&ty, false);
+            idx.finish();
+            assert_eq!(idx.reverse(&n, ip), ["a.n."]);
+            assert_eq!(
+                ips(idx.lookup(&n, "both")),
+                ["10.0.0.100"],
+                "x once y is gone"
+            );
+            idx.contribute(&a, false);
+            idx.finish();
+            assert!(idx.reverse(&n, ip).is_empty());
+        }
     }
 
     /// Everything the index answers, comparable.
