@@ -3,7 +3,8 @@
 //! kernel change netd makes is a command that can be replayed by hand (`netd inspect` shows the
 //! same objects with the same tools). The exception is IPVS (`ipvs`, over the small
 //! generic-netlink client `genl`), driven in-process: a request per change, no process;
-//! `ipvsadm -Ln` in the namespace shows the same objects.
+//! `ipvsadm -Ln` in the namespace shows the same objects. The netlink framing and socket are
+//! `netlink`'s.
 
 pub mod cmd;
 pub mod conntrack;
@@ -15,5 +16,6 @@ pub mod ingress;
 pub mod ipvs;
 pub mod link;
 pub mod neigh;
+pub mod netlink;
 pub mod netns;
 pub mod xfrm;
