@@ -160,6 +160,11 @@ pub fn apply(sandbox: &Ns, dev: &str, p: &NeighPlan) -> Result<()> {
     batch(sandbox, "ip", &ip)
 }
 
+/// On the real kernel (root), and the 100k measurement `neigh_dump_bench`.
+#[cfg(test)]
+#[path = "neigh_kernel_tests.rs"]
+mod kernel_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
