@@ -25,6 +25,16 @@ impl Ns {
     }
 }
 
+impl std::fmt::Display for Ns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ns::Node => write!(f, "the node's namespace"),
+            Ns::Named(n) => write!(f, "namespace {n}"),
+            Ns::Path(p) => write!(f, "namespace {}", p.display()),
+        }
+    }
+}
+
 fn command(ns: &Ns, prog: &str) -> Command {
     match ns {
         Ns::Node => Command::new(prog),

@@ -4,7 +4,8 @@
 //!
 //! IPVS state is per network namespace: an [`Ipvs`] acts on the namespace it was opened in.
 
-use super::genl::{self, Attrs, Family, Socket};
+use super::genl::{Family, Socket};
+use super::netlink::{self, Attrs};
 use anyhow::{anyhow, Context, Result};
 use std::net::Ipv4Addr;
 
@@ -130,18 +131,18 @@ pub fn dest_attrs(addr: Ipv4Addr, port: u16, weight: u32) -> Attrs {
 
 /// A service from a `GET_SERVICE` dump message (None: not IPv4 address/port based).
 pub fn parse_service(msg: &[u8]) -> Result<Option<ServiceInfo>> {
-    let top = genl::parse(msg)?;
-    let svc = genl::parse(
+    let top = netlink::parse(msg)?;
+    let svc = netlink::parse(
         top.get(&CMD_ATTR_SERVICE)
             .ok_or_else(|| anyhow!("IPVS: service message without a service"))?,
     )?;
-    if genl::get_u16(&svc, SVC_ATTR_AF) != Some(AF_INET) {
+    if netlink::get_u16(&svc, SVC_ATTR_AF) != Some(AF_INET) {
         return Ok(None);
     }
     let (Some(addr), Some(port), Some(protocol)) = (
         parse_addr(svc.get(&SVC_ATTR_ADDR)),
-        genl::get_be16(&svc, SVC_ATTR_PORT),
-        genl::get_u16(&svc, SVC_ATTR_PROTOCOL),
+        netlink::get_be16(&svc, SVC_ATTR_PORT),
+        netlink::get_u16(&svc, SVC_ATTR_PROTOCOL),
     ) else {
         return Ok(None); // a firewall-mark service: not ours
     };
@@ -151,34 +152,34 @@ pub fn parse_service(msg: &[u8]) -> Result<Option<ServiceInfo>> {
             port,
             protocol: protocol as u8,
         },
-        scheduler: genl::get_string(&svc, SVC_ATTR_SCHED_NAME).unwrap_or_default(),
-        flags: genl::get_u32(&svc, SVC_ATTR_FLAGS).unwrap_or(0),
+        scheduler: netlink::get_string(&svc, SVC_ATTR_SCHED_NAME).unwrap_or_default(),
+        flags: netlink::get_u32(&svc, SVC_ATTR_FLAGS).unwrap_or(0),
     }))
 }
 
 /// A destination from a `GET_DEST` dump message.
 pub fn parse_dest(msg: &[u8]) -> Result<Option<Dest>> {
-    let top = genl::parse(msg)?;
-    let d = genl::parse(
+    let top = netlink::parse(msg)?;
+    let d = netlink::parse(
         top.get(&CMD_ATTR_DEST)
             .ok_or_else(|| anyhow!("IPVS: destination message without a destination"))?,
     )?;
-    if genl::get_u16(&d, DEST_ATTR_ADDR_FAMILY).is_some_and(|af| af != AF_INET) {
+    if netlink::get_u16(&d, DEST_ATTR_ADDR_FAMILY).is_some_and(|af| af != AF_INET) {
         return Ok(None);
     }
     let (Some(addr), Some(port)) = (
         parse_addr(d.get(&DEST_ATTR_ADDR)),
-        genl::get_be16(&d, DEST_ATTR_PORT),
+        netlink::get_be16(&d, DEST_ATTR_PORT),
     ) else {
         return Ok(None);
     };
     Ok(Some(Dest {
         addr,
         port,
-        weight: genl::get_u32(&d, DEST_ATTR_WEIGHT).unwrap_or(0),
-        masquerade: genl::get_u32(&d, DEST_ATTR_FWD_METHOD).map(|m| m & 7) == Some(FWD_MASQ),
-        active_conns: genl::get_u32(&d, DEST_ATTR_ACTIVE_CONNS).unwrap_or(0),
-        inactive_conns: genl::get_u32(&d, DEST_ATTR_INACT_CONNS).unwrap_or(0),
+        weight: netlink::get_u32(&d, DEST_ATTR_WEIGHT).unwrap_or(0),
+        masquerade: netlink::get_u32(&d, DEST_ATTR_FWD_METHOD).map(|m| m & 7) == Some(FWD_MASQ),
+        active_conns: netlink::get_u32(&d, DEST_ATTR_ACTIVE_CONNS).unwrap_or(0),
+        inactive_conns: netlink::get_u32(&d, DEST_ATTR_INACT_CONNS).unwrap_or(0),
     }))
 }
 
@@ -227,14 +228,13 @@ impl Ipvs {
     }
 
     pub fn services(&mut self) -> Result<Vec<ServiceInfo>> {
-        let msgs = self
-            .sock
-            .dump(self.family, CMD_GET_SERVICE, &Attrs::new())
-            .context("IPVS: listing services")?;
         let mut out = Vec::new();
-        for m in msgs {
-            out.extend(parse_service(&m)?);
-        }
+        self.sock
+            .dump(self.family, CMD_GET_SERVICE, &Attrs::new(), |m| {
+                out.extend(parse_service(m)?);
+                Ok(())
+            })
+            .context("IPVS: listing services")?;
         Ok(out)
     }
 
@@ -287,14 +287,13 @@ impl Ipvs {
     pub fn dests(&mut self, key: &ServiceKey) -> Result<Vec<Dest>> {
         let mut a = Attrs::new();
         a.nested(CMD_ATTR_SERVICE, &service_attrs(key, None));
-        let msgs = self
-            .sock
-            .dump(self.family, CMD_GET_DEST, &a)
-            .with_context(|| format!("IPVS: listing destinations of {}", Self::svc(key)))?;
         let mut out = Vec::new();
-        for m in msgs {
-            out.extend(parse_dest(&m)?);
-        }
+        self.sock
+            .dump(self.family, CMD_GET_DEST, &a, |m| {
+                out.extend(parse_dest(m)?);
+                Ok(())
+            })
+            .with_context(|| format!("IPVS: listing destinations of {}", Self::svc(key)))?;
         Ok(out)
     }
 
@@ -334,7 +333,7 @@ mod tests {
     #[test]
     fn service_round_trips() {
         let a = service_attrs(&key(), Some(("mh", SVC_F_SCHED1 | SVC_F_SCHED2)));
-        let parsed = genl::parse(a.as_bytes()).unwrap();
+        let parsed = netlink::parse(a.as_bytes()).unwrap();
         assert_eq!(parsed[&SVC_ATTR_ADDR].len(), 16, "nf_inet_addr is 16 bytes");
         assert_eq!(
             parsed[&SVC_ATTR_FLAGS].len(),
@@ -349,7 +348,7 @@ mod tests {
         assert_eq!(s.flags, SVC_F_SCHED1 | SVC_F_SCHED2);
         // Naming a service sends the key only.
         let bare = service_attrs(&key(), None);
-        let bare = genl::parse(bare.as_bytes()).unwrap();
+        let bare = netlink::parse(bare.as_bytes()).unwrap();
         assert!(!bare.contains_key(&SVC_ATTR_SCHED_NAME));
     }
 

@@ -3,7 +3,10 @@
 //! kernel change netd makes is a command that can be replayed by hand (`netd inspect` shows the
 //! same objects with the same tools). The exception is IPVS (`ipvs`, over the small
 //! generic-netlink client `genl`), driven in-process: a request per change, no process;
-//! `ipvsadm -Ln` in the namespace shows the same objects.
+//! `ipvsadm -Ln` in the namespace shows the same objects. Reads too large for a
+//! process and its JSON go in-process as well: the FDB and neighbors of a VXLAN device (`neigh`,
+//! over the route-netlink client `rtnl`); `bridge fdb show` / `ip neigh show` list the same.
+//! Both clients share the framing and socket of `netlink`.
 
 pub mod cmd;
 pub mod conntrack;
@@ -15,5 +18,7 @@ pub mod ingress;
 pub mod ipvs;
 pub mod link;
 pub mod neigh;
+pub mod netlink;
 pub mod netns;
+pub mod rtnl;
 pub mod xfrm;

@@ -1,9 +1,12 @@
 //! Static FDB and neighbor entries on a VXLAN device: how remote endpoints are reached without
-//! flood-and-learn.
+//! flood-and-learn. They are read with route-netlink dumps (`rtnl`), in-process: at 100k
+//! remote endpoints `bridge -j fdb show` and `ip -j neigh show` cost seconds of JSON a pass.
+//! They are changed with `bridge -batch` / `ip -batch`.
 
-use super::cmd::{batch, json, Ns};
-use anyhow::Result;
-use serde::Deserialize;
+use super::cmd::{batch, Ns};
+use super::netns;
+use super::rtnl::{self, Neigh};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -31,37 +34,47 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-#[derive(Deserialize)]
-struct FdbEntry {
-    mac: String,
-    #[serde(default)]
-    dst: Option<String>,
+/// An FDB entry with a remote VTEP (an IPv4 `NDA_DST`) and a real MAC: MAC → VTEP. The
+/// bridge's own entries for the device (no destination) and the all-zero MAC (the flood list)
+/// are not remote endpoints.
+fn fdb_entry(n: &Neigh<'_>) -> Option<([u8; 6], Ipv4Addr)> {
+    let mac: [u8; 6] = n.lladdr?.try_into().ok()?;
+    let vtep: [u8; 4] = n.dst?.try_into().ok()?;
+    (mac != [0; 6]).then(|| (mac, vtep.into()))
 }
 
-#[derive(Deserialize)]
-struct NeighEntry {
-    dst: String,
-    #[serde(default)]
-    lladdr: Option<String>,
+/// A resolved neighbor: IP → MAC. Like `ip neigh show`, NOARP entries (the kernel's own
+/// multicast and broadcast mappings) and state-less ones are not listed.
+fn neigh_entry(n: &Neigh<'_>) -> Option<(Ipv4Addr, [u8; 6])> {
+    let listed = n.state & 0xff & !rtnl::NUD_NOARP != 0
+        || n.flags & (rtnl::NTF_PROXY | rtnl::NTF_EXT_LEARNED) != 0;
+    let ip: [u8; 4] = n.dst?.try_into().ok()?;
+    let mac: [u8; 6] = n.lladdr?.try_into().ok()?;
+    listed.then(|| (ip.into(), mac))
+}
+
+/// Dumps `family`'s neighbor entries of `dev` in `sandbox` over route netlink.
+fn dump(sandbox: &Ns, dev: &str, family: u8, each: impl FnMut(&Neigh<'_>) + Send) -> Result<()> {
+    netns::enter(sandbox, || {
+        let ifindex = rtnl::ifindex(dev)?;
+        rtnl::Socket::open()?.neighbors(family, ifindex, each)
+    })
 }
 
 /// FDB entries with a remote destination on `dev`: MAC → VTEP.
 pub fn fdb(sandbox: &Ns, dev: &str) -> Result<BTreeMap<[u8; 6], Ipv4Addr>> {
-    let entries: Vec<FdbEntry> = json(sandbox, "bridge", &["-j", "fdb", "show", "dev", dev])?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|e| Some((parse_mac(&e.mac)?, e.dst?.parse().ok()?)))
-        .filter(|(m, _)| *m != [0; 6])
-        .collect())
+    let mut out = BTreeMap::new();
+    dump(sandbox, dev, rtnl::AF_BRIDGE, |n| out.extend(fdb_entry(n)))
+        .with_context(|| format!("reading the FDB of {dev} in {sandbox}"))?;
+    Ok(out)
 }
 
 /// Neighbor entries on `dev`: IP → MAC.
 pub fn neighbors(sandbox: &Ns, dev: &str) -> Result<BTreeMap<Ipv4Addr, [u8; 6]>> {
-    let entries: Vec<NeighEntry> = json(sandbox, "ip", &["-j", "-4", "neigh", "show", "dev", dev])?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|e| Some((e.dst.parse().ok()?, parse_mac(e.lladdr.as_deref()?)?)))
-        .collect())
+    let mut out = BTreeMap::new();
+    dump(sandbox, dev, rtnl::AF_INET, |n| out.extend(neigh_entry(n)))
+        .with_context(|| format!("reading the neighbors of {dev} in {sandbox}"))?;
+    Ok(out)
 }
 
 /// Changes to make on one VXLAN device.
@@ -147,9 +160,16 @@ pub fn apply(sandbox: &Ns, dev: &str, p: &NeighPlan) -> Result<()> {
     batch(sandbox, "ip", &ip)
 }
 
+/// On the real kernel (root), and the 100k measurement `neigh_dump_bench`.
+#[cfg(test)]
+#[path = "neigh_kernel_tests.rs"]
+mod kernel_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::netlink::{self, Attrs};
+    use crate::kernel::rtnl::tests::newneigh;
 
     fn r(ip: u8, vtep: u8) -> Remote {
         Remote {
@@ -185,6 +205,79 @@ mod tests {
         let keep = NeighPlan::compute(&want, &fdb, &neigh, true);
         assert!(keep.neigh_del.is_empty());
         assert_eq!(keep.fdb_del, vec![(r(3, 1).mac, r(3, 1).vtep)]);
+    }
+
+    /// A dump datagram of the kernel's as `rtnl::Socket::neighbors` sees it: the entries of
+    /// `family` on device 7, mapped as `fdb` / `neighbors` map them.
+    fn entries<T>(family: u8, msgs: &[Vec<u8>], map: impl Fn(&Neigh<'_>) -> Option<T>) -> Vec<T> {
+        let buf: Vec<u8> = msgs
+            .iter()
+            .flat_map(|m| netlink::tests::msg(28, 1, m))
+            .collect();
+        let mut out = Vec::new();
+        for r in netlink::split(&buf).unwrap() {
+            let netlink::Reply::Data { payload, .. } = r else {
+                panic!("{r:?}")
+            };
+            if let Some(n) = rtnl::neigh_of(payload, family, 7).unwrap() {
+                out.extend(map(&n));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fdb_keeps_remote_entries_of_the_device() {
+        let entry = |ifindex, mac: [u8; 6], dst: Option<[u8; 4]>| {
+            let mut a = Attrs::new();
+            a.bytes(2, &mac); // NDA_LLADDR
+            if let Some(d) = dst {
+                a.bytes(1, &d); // NDA_DST
+            }
+            newneigh(rtnl::AF_BRIDGE, ifindex, rtnl::NUD_PERMANENT, &a)
+        };
+        let m = r(5, 2).mac;
+        let got = entries(
+            rtnl::AF_BRIDGE,
+            &[
+                entry(7, m, Some([192, 168, 0, 2])),
+                entry(7, [0; 6], Some([192, 168, 0, 3])), // flood list
+                entry(7, [2, 0, 0, 0, 0, 1], None),       // the bridge's, no VTEP
+                entry(8, [2, 0, 0, 0, 0, 2], Some([192, 168, 0, 4])), // another device
+            ],
+            fdb_entry,
+        );
+        assert_eq!(got, vec![(m, Ipv4Addr::new(192, 168, 0, 2))]);
+    }
+
+    #[test]
+    fn neighbors_keep_resolved_entries_of_the_device() {
+        let entry = |ifindex, state, ip: [u8; 4], mac: Option<[u8; 6]>| {
+            let mut a = Attrs::new();
+            a.bytes(1, &ip);
+            if let Some(m) = mac {
+                a.bytes(2, &m);
+            }
+            newneigh(rtnl::AF_INET, ifindex, state, &a)
+        };
+        let (a, b) = (r(2, 1), r(3, 1));
+        let got = entries(
+            rtnl::AF_INET,
+            &[
+                entry(7, rtnl::NUD_PERMANENT, a.ip.octets(), Some(a.mac)),
+                entry(7, 0x04, b.ip.octets(), Some(b.mac)), // NUD_STALE: still listed
+                entry(7, 0x20, [10, 0, 0, 9], None),        // NUD_FAILED, no lladdr
+                entry(
+                    7,
+                    rtnl::NUD_NOARP,
+                    [224, 0, 0, 251],
+                    Some([1, 0, 0x5e, 0, 0, 0xfb]),
+                ),
+                entry(8, rtnl::NUD_PERMANENT, [10, 0, 0, 8], Some([2; 6])), // another device
+            ],
+            neigh_entry,
+        );
+        assert_eq!(got, vec![(a.ip, a.mac), (b.ip, b.mac)]);
     }
 
     #[test]

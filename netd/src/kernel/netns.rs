@@ -5,10 +5,15 @@ use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where `ip netns` mounts namespace `name`.
+fn named(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
 
 pub fn exists(name: &str) -> bool {
-    Path::new("/run/netns").join(name).exists()
+    named(name).exists()
 }
 
 /// Creates the namespace if missing, with `lo` up. Returns whether it was created.
@@ -68,6 +73,15 @@ pub fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> Result<T> + Send) -> Res
         .join()
         .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
     })
+}
+
+/// Runs `f` in `ns`: right here for the node's namespace, else as [`in_netns`] does.
+pub fn enter<T: Send>(ns: &Ns, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    match ns {
+        Ns::Node => f(),
+        Ns::Named(name) => in_netns(&named(name), f),
+        Ns::Path(p) => in_netns(p, f),
+    }
 }
 
 /// Identity of the namespace mounted at `ns` (device, inode): a container re-created under the
