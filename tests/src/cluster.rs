@@ -49,12 +49,20 @@ pub struct ClusterBuilder {
     nodes: usize,
     keys: Vec<Vec<String>>,
     extra_config: String,
+    reconcile: Duration,
 }
 
 impl ClusterBuilder {
     /// Gives node `index` (1-based) its own gossip keys instead of the cluster's.
     pub fn node_keys(mut self, index: usize, keys: &[&str]) -> Self {
         self.keys[index - 1] = keys.iter().map(|k| k.to_string()).collect();
+        self
+    }
+
+    /// Every node's `reconcile_interval_ms` (drift repair), instead of the suites' default; a
+    /// long one shows what converges without the periodic full pass.
+    pub fn reconcile_interval(mut self, every: Duration) -> Self {
+        self.reconcile = every;
         self
     }
 
@@ -106,6 +114,7 @@ impl Cluster {
             nodes,
             keys: vec![vec![DEFAULT_KEY.to_string()]; nodes],
             extra_config: String::new(),
+            reconcile: crate::wait::scaled(Duration::from_millis(RECONCILE_MS)),
         }
     }
 
@@ -156,6 +165,7 @@ impl Cluster {
                 keys: opts.keys[i - 1].clone(),
                 state_dir: node_dir.join("state"),
                 api_socket: node_dir.join("netd.sock"),
+                reconcile: opts.reconcile,
             };
             let config_path = node_dir.join("netd.toml");
             fs::write(&config_path, config.to_toml() + &opts.extra_config)?;
@@ -340,6 +350,7 @@ struct NodeConfig {
     keys: Vec<String>,
     state_dir: PathBuf,
     api_socket: PathBuf,
+    reconcile: Duration,
 }
 
 impl NodeConfig {
@@ -368,7 +379,7 @@ impl NodeConfig {
             list(&self.keys),
             self.state_dir.display().to_string(),
             self.api_socket.display().to_string(),
-            crate::wait::scaled(Duration::from_millis(RECONCILE_MS)).as_millis(),
+            self.reconcile.as_millis(),
         )
     }
 }

@@ -26,6 +26,10 @@ fn ingress_cluster_with(config: &[String]) -> Option<Cluster> {
     for l in config {
         b = b.config_line(l);
     }
+    ingress_cluster_built(b)
+}
+
+fn ingress_cluster_built(b: netd_tests::cluster::ClusterBuilder) -> Option<Cluster> {
     let c = b.start()?;
     c.create_network(
         "ingress",
@@ -556,6 +560,43 @@ fn removed_task_gets_no_new_connections_and_idle_connections_survive() {
     let echo = lb::first_line(&hold, 1, std::time::Duration::from_secs(10)).unwrap();
     assert_eq!(echo["echo"], "still-there", "{echo}");
     drop(gone);
+}
+
+/// A task drained on another node leaves the routing mesh by gossip alone: with drift repair
+/// (the periodic full pass) out of the picture, node 1 stops sending new connections to node 2's
+/// drained task, and takes it back once enabled.
+#[test]
+fn a_remote_drain_leaves_the_routing_mesh_without_a_full_pass() {
+    let Some(c) = ingress_cluster_built(
+        Cluster::builder(2).reconcile_interval(std::time::Duration::from_secs(3600)),
+    ) else {
+        return;
+    };
+    let svc = service("web", Some(30099), None, "ingress", json!({}));
+    let tasks: Vec<Task> = [(1, "d1"), (2, "d2")]
+        .into_iter()
+        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
+        .collect();
+    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    wait_all_reachable(&c, 30099, &all);
+    let remote = &tasks[1];
+    for (disabled, want) in [(true, vec!["d1"]), (false, vec!["d1", "d2"])] {
+        let (s, body) = c.node(remote.node).api(
+            "PATCH",
+            &format!("/v1/endpoints/{}", remote.container.endpoint_id("eth0")),
+            Some(&json!({ "service_disabled": disabled })),
+        );
+        assert_eq!(s, 200, "{body}");
+        let want: BTreeSet<String> = want.into_iter().map(String::from).collect();
+        eventually(
+            CONVERGE,
+            &format!("node 1 after drained={disabled}"),
+            || {
+                let v = tcp(c.client_ns(), c.node(1).addr, 30099, 30)?;
+                (tasks_seen(&v) == want).then_some(()).ok_or(format!("{v}"))
+            },
+        );
+    }
 }
 
 #[test]

@@ -144,8 +144,8 @@ pub enum Scope {
     All { verify_containers: bool },
     /// Encryption only (data-path keys changed).
     Crypto,
-    /// Service load balancing only, after a gossip change (from the view's endpoint changes
-    /// when it can: see `lb::reconcile`).
+    /// Service load balancing (from the view's endpoint changes when it can: see
+    /// `lb::reconcile`) and published ports, after a gossip change.
     Lb,
 }
 
@@ -279,7 +279,11 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
         }
     };
     if *scope == Scope::Lb {
-        return lb::reconcile(shared, &desired, &view, false);
+        let r = lb::reconcile(shared, &desired, &view, false);
+        // Published ports have the same backends (a remote task drained or enabled changes
+        // no FDB entry, so no `Remotes` pass follows); after the LB, which is what waits.
+        note(ingress::reconcile(&desired, &view, false, keep_extra));
+        return r.and(first_err.map_or(Ok(()), Err));
     }
     // Encryption first: drop rules for encrypted VNIs exist before any of their traffic can.
     note(crypto::reconcile(shared, &desired, &view, keep_extra));
