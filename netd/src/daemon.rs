@@ -490,9 +490,11 @@ impl Daemon {
         self.gossip
             .publish_endpoint(&ep.spec.network, id, &self.record(&ep))
             .await;
-        // Local DNS answers change at once (drained tasks leave service answers).
+        // DNS answers changed with the commit; what the kernel holds that depends on a task
+        // being drained is its LB backend and published-port backend: the LB thread's pass
+        // (which never waits for a full pass on the other thread) brings both up to date.
         self.reconciler
-            .run(Scope::Locals(ep.spec.network.clone()))
+            .run(Scope::Lb)
             .await
             .map_err(ApiError::internal)?;
         let kind = if ep.service_disabled {

@@ -3,6 +3,7 @@
 //! every pass, gossip-driven ones included (remote tasks are backends); reloads the table only
 //! when its text changes (one nft transaction: established flows keep their conntrack entries).
 
+use crate::api::types::PublishMode;
 use crate::gossip::ClusterView;
 use crate::ingress::{model::IngressModel, ports};
 use crate::kernel::cmd::Ns;
@@ -32,6 +33,26 @@ static APPLIED: Mutex<Applied> = Mutex::new(Applied {
     unreserved: Vec::new(),
     udp_backends: BTreeSet::new(),
 });
+
+/// Whether published ports can depend on what an LB-only pass follows (a remote task, or a
+/// local one drained): there is an ingress network, a local task publishes a host-mode port,
+/// or a ruleset is programmed (it may have to go). Otherwise such a pass leaves them alone and
+/// costs nothing (right after a start, a pass checks the kernel's table with a process).
+pub fn in_play(desired: &DesiredState) -> bool {
+    desired.ingress_network().is_some()
+        || desired.containers().any(|(_, e)| {
+            e.spec.service.as_ref().is_some_and(|s| {
+                s.ports
+                    .iter()
+                    .any(|p| p.publish_mode == PublishMode::Host && p.published_port.is_some())
+            })
+        })
+        || APPLIED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ruleset
+            .is_some()
+}
 
 /// Failures are logged and retried on the next pass (like the VIP LB): they do not fail the
 /// API call that triggered the pass.

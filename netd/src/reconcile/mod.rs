@@ -282,7 +282,9 @@ fn reconcile(shared: &Shared, scope: &Scope) -> Result<()> {
         let r = lb::reconcile(shared, &desired, &view, false);
         // Published ports have the same backends (a remote task drained or enabled changes
         // no FDB entry, so no `Remotes` pass follows); after the LB, which is what waits.
-        note(ingress::reconcile(&desired, &view, false, keep_extra));
+        if ingress::in_play(&desired) {
+            note(ingress::reconcile(&desired, &view, false, keep_extra));
+        }
         return r.and(first_err.map_or(Ok(()), Err));
     }
     // Encryption first: drop rules for encrypted VNIs exist before any of their traffic can.
