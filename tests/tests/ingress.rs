@@ -87,6 +87,21 @@ fn start_task(c: &Cluster, node: usize, network: &str, svc: &Value, name: &str) 
     )
 }
 
+/// Tasks of `svc` on the ingress network, started where `placed` says ((node, name) each),
+/// and the set of their names.
+fn ingress_tasks(
+    c: &Cluster,
+    svc: &Value,
+    placed: &[(usize, &str)],
+) -> (Vec<Task>, BTreeSet<String>) {
+    let tasks: Vec<Task> = placed
+        .iter()
+        .map(|&(n, name)| start_task(c, n, "ingress", svc, name).0)
+        .collect();
+    let all = tasks.iter().map(|t| t.name.clone()).collect();
+    (tasks, all)
+}
+
 /// `counts` of a client run: "<task> <peer>" → connections.
 fn counts(v: &Value) -> BTreeMap<String, u64> {
     v["counts"]
@@ -219,11 +234,7 @@ fn ingress_port_answers_on_every_node_over_all_tasks_tcp_udp_and_localhost() {
     let Some(c) = ingress_cluster() else { return };
     let svc = service("web", Some(30080), Some(30053), "ingress", json!({}));
     // Two tasks on node 1, one on node 2, none on node 3.
-    let tasks: Vec<Task> = [(1, "t1"), (1, "t2"), (2, "t3")]
-        .into_iter()
-        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
-        .collect();
-    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let (tasks, all) = ingress_tasks(&c, &svc, &[(1, "t1"), (1, "t2"), (2, "t3")]);
     wait_all_reachable(&c, 30080, &all);
     for node in &c.nodes {
         // Many connections: all tasks, local and remote; the task sees the node's leg (SNAT).
@@ -266,11 +277,7 @@ fn ingress_port_answers_on_every_node_over_all_tasks_tcp_udp_and_localhost() {
 fn same_flow_gets_the_same_backend_through_any_node() {
     let Some(c) = ingress_cluster() else { return };
     let svc = service("web", Some(30081), Some(30054), "ingress", json!({}));
-    let tasks: Vec<Task> = [(1, "a1"), (2, "a2"), (3, "a3"), (2, "a4")]
-        .into_iter()
-        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
-        .collect();
-    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let (_tasks, all) = ingress_tasks(&c, &svc, &[(1, "a1"), (2, "a2"), (3, "a3"), (2, "a4")]);
     wait_all_reachable(&c, 30081, &all);
     let addrs: Vec<Ipv4Addr> = c.nodes.iter().map(|n| n.addr).collect();
     let sports: Vec<u16> = (0..40).map(|i| 21000 + i * 7).collect();
@@ -303,11 +310,7 @@ fn client_ip_is_preserved_on_request_for_local_and_remote_tasks() {
         "ingress",
         json!({"preserve_client_ip": true}),
     );
-    let tasks: Vec<Task> = [(1, "p1"), (2, "p2")]
-        .into_iter()
-        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
-        .collect();
-    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let (_tasks, all) = ingress_tasks(&c, &svc, &[(1, "p1"), (2, "p2")]);
     wait_all_reachable(&c, 30082, &all);
     let client_ip = BTreeSet::from([CLIENT_ADDR.to_string()]);
     for node in &c.nodes {
@@ -518,11 +521,7 @@ fn published_ports_are_reserved_checked_and_assigned() {
 fn removed_task_gets_no_new_connections_and_idle_connections_survive() {
     let Some(c) = ingress_cluster() else { return };
     let svc = service("web", Some(30090), Some(30091), "ingress", json!({}));
-    let mut tasks: Vec<Task> = [(1, "r1"), (2, "r2"), (3, "r3")]
-        .into_iter()
-        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
-        .collect();
-    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let (mut tasks, all) = ingress_tasks(&c, &svc, &[(1, "r1"), (2, "r2"), (3, "r3")]);
     wait_all_reachable(&c, 30090, &all);
     // A connection through node 3, held idle while a task goes away.
     let (hold, flag, held_task) = hold_through(&c, "hold", 3, 30090, "hold");
@@ -573,11 +572,7 @@ fn a_remote_drain_leaves_the_routing_mesh_without_a_full_pass() {
         return;
     };
     let svc = service("web", Some(30099), None, "ingress", json!({}));
-    let tasks: Vec<Task> = [(1, "d1"), (2, "d2")]
-        .into_iter()
-        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
-        .collect();
-    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let (tasks, all) = ingress_tasks(&c, &svc, &[(1, "d1"), (2, "d2")]);
     wait_all_reachable(&c, 30099, &all);
     let remote = &tasks[1];
     for (disabled, want) in [(true, vec!["d1"]), (false, vec!["d1", "d2"])] {
@@ -603,11 +598,7 @@ fn a_remote_drain_leaves_the_routing_mesh_without_a_full_pass() {
 fn a_restart_keeps_published_ports_and_established_flows() {
     let Some(c) = ingress_cluster() else { return };
     let svc = service("web", Some(30095), Some(30096), "ingress", json!({}));
-    let tasks: Vec<Task> = [(1, "k1"), (2, "k2")]
-        .into_iter()
-        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
-        .collect();
-    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let (_tasks, all) = ingress_tasks(&c, &svc, &[(1, "k1"), (2, "k2")]);
     wait_all_reachable(&c, 30095, &all);
     let (hold, flag, _) = hold_through(&c, "hold", 3, 30095, "restart-hold");
     c.node(3).restart();
@@ -682,11 +673,7 @@ fn ingress_works_alongside_the_ebpf_vip_load_balancer() {
     };
     let _cleanup = lb::LbCleanup::new(&c);
     let svc = service("web", Some(30097), Some(30098), "ingress", json!({}));
-    let tasks: Vec<Task> = [(1, "e1"), (2, "e2")]
-        .into_iter()
-        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
-        .collect();
-    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let (_tasks, all) = ingress_tasks(&c, &svc, &[(1, "e1"), (2, "e2")]);
     wait_all_reachable(&c, 30097, &all);
     for node in &c.nodes {
         let v = tcp(c.client_ns(), node.addr, 30097, 40).unwrap();
@@ -698,11 +685,7 @@ fn ingress_works_alongside_the_ebpf_vip_load_balancer() {
 fn a_udp_flow_pinned_to_a_removed_task_moves_to_a_live_one() {
     let Some(c) = ingress_cluster() else { return };
     let svc = service("dns", Some(30093), Some(30094), "ingress", json!({}));
-    let mut tasks: Vec<Task> = [(1, "u1"), (2, "u2"), (3, "u3")]
-        .into_iter()
-        .map(|(n, name)| start_task(&c, n, "ingress", &svc, name).0)
-        .collect();
-    let all: BTreeSet<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let (mut tasks, all) = ingress_tasks(&c, &svc, &[(1, "u1"), (2, "u2"), (3, "u3")]);
     wait_all_reachable(&c, 30093, &all);
     // One UDP socket sending every 50 ms through node 1: always the same flow.
     let (hold, flag, pinned) = hold_through(&c, "udphold", 1, 30094, "udphold");

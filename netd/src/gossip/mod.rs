@@ -409,6 +409,7 @@ impl Gossip {
     /// The view brought up to date by `reader` from `old` (the view it made last), and the
     /// endpoint changes from `old`, and the fingerprint of the state read; a fresh reader reads
     /// everything (see [`follow`]).
+    ///
     /// Blocks on chitchat's lock and does CPU work proportional to what changed (all of it for
     /// a fresh reader): call it from a blocking thread, not from a runtime worker.
     pub fn read_view(
