@@ -4,6 +4,7 @@ use crate::daemon::Daemon;
 use crate::events::Events;
 use crate::gossip::follow::ViewReader;
 use crate::gossip::ClusterView;
+use crate::reconcile::crypto::PeerInputs;
 use crate::reconcile::Scope;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
     tokio::spawn(names_follow(d.clone(), views));
     let mut last_fp = 0u64;
     let mut reader = ViewReader::default();
+    // What the peers are made of, followed with the view (which starts empty, like this).
+    let mut peer_inputs = PeerInputs::default();
     let period = Duration::from_millis(d.shared.cfg.reconcile_interval_ms) * WHOLE_READ_EVERY;
     let mut last_whole = Instant::now();
     let mut whole_pause = period;
@@ -91,8 +94,13 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
             .flat_map(|(o, n)| o.iter().chain(n).map(|e| e.network.to_string()))
             .collect();
         let records_changed = !changes.is_empty();
-        let peers_changed =
-            crate::reconcile::crypto::peers(&current) != crate::reconcile::crypto::peers(&view);
+        let peers_changed = if whole {
+            // Made again with the view, the safety net for the followed inputs too.
+            peer_inputs = PeerInputs::of(&view);
+            crate::reconcile::crypto::peers(&current) != crate::reconcile::crypto::peers(&view)
+        } else {
+            peer_inputs.changed(&current, &view, &changes)
+        };
         view.generation = current.generation + u64::from(records_changed);
         drop(current);
         let view = Arc::new(view);

@@ -310,6 +310,7 @@ mod tests {
     use super::*;
     use crate::api::types::{EndpointMode, PortSpec, Protocol, PublishMode, ServiceSpec};
     use crate::gossip::record::{encode, endpoint_key, EndpointRecord};
+    use crate::reconcile::crypto::{self, PeerInputs};
 
     /// A small deterministic generator (xorshift).
     struct Rng(u64);
@@ -428,6 +429,8 @@ mod tests {
         let mut reader = ViewReader::default();
         let mut view = ClusterView::default();
         let (mut total, mut most) = (0, 0);
+        let mut peer_inputs = PeerInputs::default();
+        let (mut peers_moved, mut peers_kept) = (0, 0);
         for step in 0..3000 {
             let k = rng.next(nodes.len() as u64) as usize;
             let many = nodes.len() > 2;
@@ -488,6 +491,16 @@ mod tests {
             assert_eq!(all.len(), scratch.endpoints.len());
             let peers = |v: &ClusterView| format!("{:?}", v.peers);
             assert_eq!(peers(&next), peers(&scratch), "step {step}");
+            // The peers' inputs followed change by change tell exactly when the peers changed.
+            let peers_changed = crypto::peers(&view) != crypto::peers(&next);
+            assert_eq!(
+                peer_inputs.changed(&view, &next, &changes),
+                peers_changed,
+                "step {step}"
+            );
+            assert_eq!(peer_inputs, PeerInputs::of(&next), "step {step}");
+            peers_moved += usize::from(peers_changed);
+            peers_kept += usize::from(!peers_changed && !changes.is_empty());
             // The changes are those a comparison of the two views finds.
             let norm = |mut c: Vec<EndpointChange>| {
                 c.sort_by_key(|(o, n)| format!("{o:?}{n:?}"));
@@ -507,6 +520,10 @@ mod tests {
         assert!(
             total > 500 && most > 20,
             "{total} changes, at most {most} endpoints"
+        );
+        assert!(
+            peers_moved > 50 && peers_kept > 200,
+            "peers changed {peers_moved} times, endpoints alone {peers_kept} times"
         );
     }
 }

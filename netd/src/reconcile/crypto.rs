@@ -2,14 +2,16 @@
 //! the ESP states and policies towards every live peer, from the data-path keys.
 
 use super::Shared;
+use crate::api::types::RemoteEndpointView;
 use crate::crypto::keys::DataKey;
 use crate::crypto::plan;
-use crate::gossip::ClusterView;
+use crate::gossip::{ClusterView, EndpointChange};
 use crate::kernel::{espfw, xfrm};
 use crate::state::DesiredState;
 use anyhow::Result;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 /// VNIs of the networks defined encrypted.
 pub fn encrypted_vnis(desired: &DesiredState) -> BTreeSet<u32> {
@@ -42,6 +44,70 @@ pub fn peers(view: &ClusterView) -> BTreeMap<Ipv4Addr, u64> {
         }
     }
     p
+}
+
+/// What [`peers`] is made of, followed change by change, so that the gossip watcher can tell
+/// in O(changes) that the peers did not change: [`peers`] reads every remote endpoint (100k at
+/// 10k services x 10 tasks: ~9 ms twice on every gossip change, measured on a running daemon),
+/// but it depends only on which (VTEP, node) pairs the endpoints have and on the gossip peers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PeerInputs {
+    /// Remote endpoints by (VTEP, node).
+    vteps: HashMap<(Ipv4Addr, Arc<str>), usize>,
+}
+
+impl PeerInputs {
+    pub fn of(view: &ClusterView) -> PeerInputs {
+        let mut p = PeerInputs::default();
+        for e in &view.endpoints {
+            *p.vteps.entry((e.vtep, e.node.clone())).or_default() += 1;
+        }
+        p
+    }
+
+    /// Follows `changes` (from `old` to `new`) and tells whether the peers changed, exactly:
+    /// `peers(old) != peers(new)`, computed only when a (VTEP, node) pair came or went or a
+    /// gossip peer's address, liveness or SA epoch changed (a drained, enabled, added or
+    /// removed task of a node already there touches neither).
+    pub fn changed(
+        &mut self,
+        old: &ClusterView,
+        new: &ClusterView,
+        changes: &[EndpointChange],
+    ) -> bool {
+        // Whether each pair touched was there before.
+        let mut before: HashMap<(Ipv4Addr, Arc<str>), bool> = HashMap::new();
+        for (o, n) in changes {
+            let pair = |e: &Arc<RemoteEndpointView>| (e.vtep, e.node.clone());
+            if let Some(o) = o {
+                let k = pair(o);
+                let count = self.vteps.entry(k.clone()).or_default();
+                before.entry(k).or_insert(*count > 0);
+                *count = count.saturating_sub(1);
+            }
+            if let Some(n) = n {
+                let k = pair(n);
+                let count = self.vteps.entry(k.clone()).or_default();
+                before.entry(k).or_insert(*count > 0);
+                *count += 1;
+            }
+        }
+        let mut pairs_moved = false;
+        for (k, was) in before {
+            let now = self.vteps.get(&k).is_some_and(|c| *c > 0);
+            if !now {
+                self.vteps.remove(&k);
+            }
+            pairs_moved |= now != was;
+        }
+        let gossip = |v: &ClusterView| -> Vec<(String, String, bool, u64)> {
+            v.peers
+                .iter()
+                .map(|p| (p.node.clone(), p.gossip_addr.clone(), p.live, p.sa_epoch))
+                .collect()
+        };
+        (pairs_moved || gossip(old) != gossip(new)) && peers(old) != peers(new)
+    }
 }
 
 pub fn keys(desired: &DesiredState) -> Vec<DataKey> {
