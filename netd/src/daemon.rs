@@ -580,7 +580,9 @@ impl Daemon {
             .read()
             .expect("view lock")
             .endpoints
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 

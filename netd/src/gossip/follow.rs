@@ -9,6 +9,7 @@
 //! came back to life. The first read of a fresh [`ViewReader`] reads every node whole; that is
 //! the full pass the watcher still runs periodically, with this same code.
 
+use super::endpoints::{Builder, Endpoints};
 use super::record;
 use super::{order, ClusterView, EndpointChange, ViewInterner};
 use crate::api::types::{PeerView, RemoteEndpointView};
@@ -38,10 +39,21 @@ struct Cursor {
 
 /// Follows chitchat's state read after read (see the module doc). Works against the view it
 /// made last: `read` must be given that view.
-#[derive(Default)]
 pub struct ViewReader {
     nodes: BTreeMap<String, Cursor>,
     interner: ViewInterner,
+    /// Endpoints per chunk of the views it makes (see `endpoints`).
+    chunk: usize,
+}
+
+impl Default for ViewReader {
+    fn default() -> Self {
+        ViewReader {
+            nodes: BTreeMap::new(),
+            interner: ViewInterner::default(),
+            chunk: super::endpoints::CHUNK,
+        }
+    }
 }
 
 impl ViewReader {
@@ -78,12 +90,12 @@ impl ViewReader {
         let mut i = 0;
         while let Some(e) = old.endpoints.get(i) {
             names.insert(e.node.to_string());
-            i += segment(&old.endpoints[i..], &e.node).len();
+            i = segment(&old.endpoints, i, &e.node).to;
         }
         let mut changes = Vec::new();
         let mut peers = Vec::new();
         for name in names {
-            let seg = segment(&old.endpoints, &name);
+            let seg = segment(&old.endpoints, 0, &name);
             let Some(n) = newest.get(name.as_str()) else {
                 // Gone from chitchat's state: all its records go.
                 self.nodes.remove(&name);
@@ -116,7 +128,7 @@ impl ViewReader {
             });
         }
         changes.sort_by(|a, b| order(side(a), side(b)));
-        let endpoints = apply(&old.endpoints, &changes);
+        let endpoints = apply(&old.endpoints, &changes, self.chunk);
         (
             ClusterView {
                 peers,
@@ -132,7 +144,7 @@ impl ViewReader {
         &mut self,
         name: &str,
         n: &NodeInput,
-        seg: &[Arc<RemoteEndpointView>],
+        seg: Segment,
         changes: &mut Vec<EndpointChange>,
     ) {
         let st = n.state;
@@ -170,7 +182,7 @@ impl ViewReader {
                     now.push(e);
                 }
             }
-            merge(seg, now, changes);
+            merge(seg.iter(), now, changes);
             self.nodes.insert(name.to_string(), c);
             return;
         }
@@ -188,10 +200,7 @@ impl ViewReader {
                 let Some((network, id)) = record::parse_endpoint_key(k) else {
                     continue;
                 };
-                let was = seg
-                    .binary_search_by(|e| key_order(e, network, id))
-                    .ok()
-                    .map(|i| &seg[i]);
+                let was = seg.find(|e| key_order(e, network, id));
                 let now = value.and_then(|v| self.decode(&mut c, name, node_ip, k, v));
                 match (was, now) {
                     (None, None) => {}
@@ -231,11 +240,42 @@ fn side(c: &EndpointChange) -> &RemoteEndpointView {
         .expect("a change has a side")
 }
 
-/// The endpoints of node `node` in a view (sorted by node first).
-fn segment<'a>(all: &'a [Arc<RemoteEndpointView>], node: &str) -> &'a [Arc<RemoteEndpointView>] {
-    let from = all.partition_point(|e| *e.node < *node);
-    let to = from + all[from..].partition_point(|e| *e.node == *node);
-    &all[from..to]
+/// The endpoints of one node in a view: `all[from..to]`.
+#[derive(Clone, Copy)]
+struct Segment<'a> {
+    all: &'a Endpoints,
+    from: usize,
+    to: usize,
+}
+
+impl<'a> Segment<'a> {
+    fn len(&self) -> usize {
+        self.to - self.from
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a Arc<RemoteEndpointView>> + 'a {
+        self.all.range(self.from, self.to)
+    }
+
+    /// The endpoint `cmp` finds equal (binary search: `cmp` orders the segment).
+    fn find(
+        &self,
+        cmp: impl Fn(&RemoteEndpointView) -> Ordering,
+    ) -> Option<&'a Arc<RemoteEndpointView>> {
+        let i = self
+            .all
+            .partition_point(self.from, self.to, |e| cmp(e).is_lt());
+        (i < self.to)
+            .then(|| &self.all[i])
+            .filter(|e| cmp(e).is_eq())
+    }
+}
+
+/// The endpoints of node `node` in a view (sorted by node first), looked for from `from` on.
+fn segment<'a>(all: &'a Endpoints, from: usize, node: &str) -> Segment<'a> {
+    let from = all.partition_point(from, all.len(), |e| *e.node < *node);
+    let to = all.partition_point(from, all.len(), |e| *e.node == *node);
+    Segment { all, from, to }
 }
 
 /// Where endpoint `e` sorts against the record of endpoint `id` of `network` on the same node
@@ -251,12 +291,12 @@ fn key_order(e: &RemoteEndpointView, network: &str, id: &str) -> Ordering {
 }
 
 /// The changes from `was` to `now` (both sorted, one node's): unchanged endpoints produce none.
-fn merge(
-    was: &[Arc<RemoteEndpointView>],
+fn merge<'a>(
+    was: impl Iterator<Item = &'a Arc<RemoteEndpointView>>,
     now: Vec<RemoteEndpointView>,
     changes: &mut Vec<EndpointChange>,
 ) {
-    let mut a = was.iter().peekable();
+    let mut a = was.peekable();
     let mut b = now.into_iter().peekable();
     loop {
         let o = match (a.peek(), b.peek()) {
@@ -278,31 +318,51 @@ fn merge(
     }
 }
 
-/// `old` with `changes` (in view order, found against `old`) applied: one pass, the unchanged
-/// endpoints shared with `old`.
-fn apply(
-    old: &[Arc<RemoteEndpointView>],
-    changes: &[EndpointChange],
-) -> Vec<Arc<RemoteEndpointView>> {
-    let added = changes.iter().filter(|(o, _)| o.is_none()).count();
-    let mut out = Vec::with_capacity(old.len() + added);
-    let mut i = 0;
-    for c in changes {
-        let at = side(c);
-        while i < old.len() && order(&old[i], at).is_lt() {
-            out.push(old[i].clone());
-            i += 1;
+/// `old` with `changes` (in view order, found against `old`) applied: one pass over the
+/// chunks, those no change falls in shared with `old` (see `endpoints`).
+fn apply(old: &Endpoints, changes: &[EndpointChange], chunk: usize) -> Endpoints {
+    let mut out = Builder::new(chunk);
+    let chunks = old.chunks();
+    let mut at = 0;
+    for (k, chunk) in chunks.iter().enumerate() {
+        // The changes up to this chunk's last endpoint (after the last chunk: all the rest).
+        let end = if k + 1 == chunks.len() {
+            changes.len()
+        } else {
+            let last = chunk.last().expect("chunks are not empty");
+            at + changes[at..].partition_point(|c| order(side(c), last).is_le())
+        };
+        if end == at {
+            out.share(chunk);
+            continue;
         }
-        if c.0.is_some() {
-            debug_assert!(i < old.len() && order(&old[i], at).is_eq());
-            i += 1;
+        let mut i = 0;
+        for c in &changes[at..end] {
+            let e = side(c);
+            while i < chunk.len() && order(&chunk[i], e).is_lt() {
+                out.push(chunk[i].clone());
+                i += 1;
+            }
+            if c.0.is_some() {
+                debug_assert!(i < chunk.len() && order(&chunk[i], e).is_eq());
+                i += 1;
+            }
+            if let Some(n) = &c.1 {
+                out.push(n.clone());
+            }
         }
+        for e in &chunk[i..] {
+            out.push(e.clone());
+        }
+        at = end;
+    }
+    // Into an empty view: all of them are additions.
+    for c in &changes[at..] {
         if let Some(n) = &c.1 {
             out.push(n.clone());
         }
     }
-    out.extend(old[i..].iter().cloned());
-    out
+    out.finish()
 }
 
 #[cfg(test)]
@@ -426,11 +486,16 @@ mod tests {
             .collect();
         // This node: left out of the view.
         nodes[0].id = id("me", 1, 1);
-        let mut reader = ViewReader::default();
+        // Chunks of 3: views of a few dozen endpoints cross many chunk borders.
+        let mut reader = ViewReader {
+            chunk: 3,
+            ..ViewReader::default()
+        };
         let mut view = ClusterView::default();
         let (mut total, mut most) = (0, 0);
         let mut peer_inputs = PeerInputs::default();
         let (mut peers_moved, mut peers_kept) = (0, 0);
+        let mut shared = 0;
         for step in 0..3000 {
             let k = rng.next(nodes.len() as u64) as usize;
             let many = nodes.len() > 2;
@@ -511,7 +576,18 @@ mod tests {
                 norm(crate::gossip::endpoint_changes(&view, &next)),
                 "step {step}"
             );
-            assert!(next.endpoints.is_sorted_by(|a, b| order(a, b).is_lt()));
+            assert!(next
+                .endpoints
+                .iter()
+                .is_sorted_by(|a, b| order(a, b).is_lt()));
+            // Chunks stay small and those no change fell in are shared with the last view.
+            assert!(next.endpoints.chunks().iter().all(|c| c.len() < 2 * 3));
+            shared += next
+                .endpoints
+                .chunks()
+                .iter()
+                .filter(|c| view.endpoints.chunks().iter().any(|o| Arc::ptr_eq(o, c)))
+                .count();
             total += n_changes;
             most = most.max(next.endpoints.len());
             view = next;
@@ -521,6 +597,7 @@ mod tests {
             total > 500 && most > 20,
             "{total} changes, at most {most} endpoints"
         );
+        assert!(shared > 1000, "{shared} chunks shared");
         assert!(
             peers_moved > 50 && peers_kept > 200,
             "peers changed {peers_moved} times, endpoints alone {peers_kept} times"

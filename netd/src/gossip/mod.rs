@@ -2,6 +2,7 @@
 //! detection) over a sealed UDP transport.
 
 pub mod claims;
+pub mod endpoints;
 pub mod follow;
 pub mod keyring;
 pub mod record;
@@ -37,8 +38,9 @@ pub struct Gossip {
 pub struct ClusterView {
     pub peers: Vec<PeerView>,
     /// Endpoints of live nodes other than this one, by node then gossip key (each shared
-    /// between the views it is in: a new view copies pointers, not records).
-    pub endpoints: Vec<Arc<RemoteEndpointView>>,
+    /// between the views it is in, in chunks shared too: a new view copies the chunks its
+    /// changes fall in, not records).
+    pub endpoints: endpoints::Endpoints,
     /// Number of this view among those the gossip watcher published (it counts views whose
     /// endpoints changed; see [`ViewChanges`]); 0 for a view made otherwise.
     pub generation: u64,
@@ -186,7 +188,7 @@ fn order(a: &RemoteEndpointView, b: &RemoteEndpointView) -> std::cmp::Ordering {
 
 /// The endpoint changes from `old` to `new` (endpoints by node, network and id).
 pub fn endpoint_changes(old: &ClusterView, new: &ClusterView) -> Vec<EndpointChange> {
-    let sorted = |v: &[Arc<RemoteEndpointView>]| v.is_sorted_by(|a, b| order(a, b).is_lt());
+    let sorted = |v: &endpoints::Endpoints| v.iter().is_sorted_by(|a, b| order(a, b).is_lt());
     let mut out = Vec::new();
     if sorted(&old.endpoints) && sorted(&new.endpoints) {
         // Views as `ViewReader` makes them: one merge pass, no hashing.

@@ -139,7 +139,7 @@ fn view(n: u32, per: u32) -> (DesiredState, ClusterView) {
     (
         d,
         ClusterView {
-            endpoints,
+            endpoints: endpoints.into(),
             ..ClusterView::default()
         },
     )
@@ -437,12 +437,12 @@ fn lb_scale_bench() {
         let programmed = &lb.current().services[&fe].backends;
         assert!(programmed.contains(&b(new.ip)) && !programmed.contains(&b(old.ip)));
         if i.is_multiple_of(10) {
-            view.endpoints[k] = Arc::new(new.clone());
+            view.endpoints.set(k, Arc::new(new.clone()));
             let t = Instant::now();
             let w = LbModel::build(&desired, &view);
             lb.apply(&w).unwrap();
             full.push(t.elapsed());
-            view.endpoints[k] = Arc::new(old.clone());
+            view.endpoints.set(k, Arc::new(old.clone()));
         }
         delta(&mut index, &mut lb, &new, &old);
     }

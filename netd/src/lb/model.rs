@@ -580,11 +580,12 @@ mod tests {
     #[test]
     fn a_deleted_service_lingers_without_backends_then_goes() {
         let view = ClusterView {
-            endpoints: vec![Arc::new(remote(
+            endpoints: [Arc::new(remote(
                 3,
                 svc(EndpointMode::Vip, Some("10.1.0.100")),
                 false,
-            ))],
+            ))]
+            .into(),
             ..ClusterView::default()
         };
         let had = LbModel::build(&desired(), &view);
@@ -619,11 +620,12 @@ mod tests {
     #[test]
     fn all_drained_keeps_the_frontend_without_backends() {
         let view = ClusterView {
-            endpoints: vec![Arc::new(remote(
+            endpoints: [Arc::new(remote(
                 3,
                 svc(EndpointMode::Vip, Some("10.1.0.100")),
                 true,
-            ))],
+            ))]
+            .into(),
             ..ClusterView::default()
         };
         let m = LbModel::build(&desired(), &view);
@@ -784,7 +786,7 @@ mod tests {
         let mut b = remote(3, s.clone(), false);
         b.network = "db".into();
         let view = ClusterView {
-            endpoints: vec![Arc::new(a), Arc::new(b)],
+            endpoints: [Arc::new(a), Arc::new(b)].into(),
             ..ClusterView::default()
         };
         let m = LbModel::build(&d, &view);
