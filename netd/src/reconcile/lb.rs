@@ -4,14 +4,14 @@
 //! they touch are looked at (see [`reconcile`]).
 
 use super::Shared;
-use crate::gossip::ClusterView;
-use crate::lb::model::{LbIndex, Linger};
+use crate::gossip::{ClusterView, EndpointChange};
+use crate::lb::model::{Frontend, LbIndex, Linger};
 use crate::lb::{self, LoadBalancer};
 use crate::state::DesiredState;
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The backend, opened on the first pass (one netd per process; both reconcile threads use it).
@@ -70,27 +70,31 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
         tracing::info!(backend = opened.name(), "service load balancer ready");
         *guard = Some(opened);
     }
-    let lb = guard.as_mut().expect("opened above");
     let ttl = Duration::from_millis(shared.cfg.lb_service_linger_ms);
     let grace = shared.started.elapsed().as_millis() < shared.cfg.startup_sync_grace_ms as u128;
+    if full {
+        // Made before taking the lock (see `whole`).
+        drop(guard);
+        let built = LbIndex::build(desired, view);
+        return whole(shared, desired, view, Some(built), true, grace, ttl);
+    }
+    let lb = guard.as_mut().expect("opened above");
     let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    if !full && !grace {
+    if !grace {
         if let Some(st) = state.as_mut().filter(|st| st.exact) {
             if st.index.same_networks(desired) {
+                // A drift-repair pass may have applied a later view than this pass's.
+                let to = view.generation.max(st.generation);
                 let changes = shared
                     .view_changes
                     .lock()
                     .expect("view changes lock")
-                    .between(st.generation, view.generation);
+                    .between(st.generation, to);
                 if let Some(changes) = changes {
                     let mut dirty = BTreeSet::new();
                     let clients_changed = st.index.set_locals(desired, &mut dirty);
-                    for (old, new) in changes.iter().flat_map(|c| c.iter()) {
-                        st.index
-                            .change_remote(old.as_deref(), new.as_deref(), &mut dirty);
-                    }
-                    st.index.finish(&dirty);
-                    st.generation = view.generation;
+                    follow(&mut st.index, &changes, &mut dirty);
+                    st.generation = to;
                     if let Some(expired) =
                         st.linger
                             .apply_delta(&mut st.index.model, &dirty, Instant::now(), ttl)
@@ -112,7 +116,45 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
             }
         }
     }
-    let drift = if full {
+    drop(state);
+    drop(guard);
+    whole(shared, desired, view, None, false, grace, ttl)
+}
+
+/// Brings `index` (made from one view) forward with the endpoint changes of later views.
+fn follow(
+    index: &mut LbIndex,
+    changes: &[Arc<Vec<EndpointChange>>],
+    dirty: &mut BTreeSet<Frontend>,
+) {
+    for (old, new) in changes.iter().flat_map(|c| c.iter()) {
+        index.change_remote(old.as_deref(), new.as_deref(), dirty);
+    }
+    index.finish(dirty);
+}
+
+/// Makes the model whole from `view` (or takes `built`, made from it) and applies it whole;
+/// with `verify`, the backend first compares what it programmed with the kernel (drift repair).
+///
+/// A drift-repair pass makes its model before taking the LB's lock (at 10k services x 10 tasks
+/// ~60-120 ms that changes followed on the LB thread would wait for) and verifies under a lock
+/// of its own, apart from the apply. Meanwhile the LB thread may have applied a later view: the
+/// model made is brought forward to it with the same changes the LB thread followed, so that a
+/// drift-repair pass never applies an older view over a newer one.
+fn whole(
+    shared: &Shared,
+    desired: &DesiredState,
+    view: &ClusterView,
+    built: Option<LbIndex>,
+    verify: bool,
+    grace: bool,
+    ttl: Duration,
+) -> Result<()> {
+    let drift = if verify {
+        let mut guard = LB.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lb) = guard.as_mut() else {
+            return Ok(());
+        };
         lb.verify_kernel().unwrap_or_else(|e| {
             tracing::warn!(error = %format!("{e:#}"), "reading back the LB maps");
             Vec::new()
@@ -120,7 +162,37 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
     } else {
         Vec::new()
     };
-    let mut index = LbIndex::build(desired, view);
+    let mut guard = LB.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(lb) = guard.as_mut() else {
+        return Ok(());
+    };
+    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut generation = view.generation;
+    let mut index = built.unwrap_or_else(|| LbIndex::build(desired, view));
+    if let Some(ahead) = state
+        .as_ref()
+        .map(|st| st.generation)
+        .filter(|g| *g > generation)
+    {
+        let changes = shared
+            .view_changes
+            .lock()
+            .expect("view changes lock")
+            .between(generation, ahead);
+        match changes {
+            Some(changes) => follow(&mut index, &changes, &mut BTreeSet::new()),
+            None => {
+                // Too far behind to follow: the newest view, whole.
+                let newest = shared
+                    .reconcile_view
+                    .read()
+                    .expect("reconcile view lock")
+                    .clone();
+                index = LbIndex::build(desired, &newest);
+            }
+        }
+        generation = ahead;
+    }
     // Right after a start, keep remote backends already programmed until gossip caught up.
     if grace {
         let local: BTreeSet<_> = desired.endpoints.values().map(|e| e.ip).collect();
@@ -131,7 +203,7 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
     let r = lb.apply(&index.model);
     *state = Some(State {
         index,
-        generation: view.generation,
+        generation,
         exact: !grace,
         linger,
         failed: r.is_err(),
