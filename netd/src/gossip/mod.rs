@@ -12,7 +12,7 @@ use crate::api::types::{PeerView, RemoteEndpointView, ServiceSpec};
 use crate::config::Config;
 use anyhow::{Context, Result};
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
-use follow::{NodeInput, ViewReader};
+use follow::{NodeInput, Touched, ViewReader};
 use keyring::Keyring;
 use record::EndpointRecord;
 use std::hash::{Hash, Hasher};
@@ -30,6 +30,8 @@ pub struct Gossip {
     /// Woken when a key-value of any node is set (chitchat's listener; deletions and liveness
     /// changes are not notified: the watcher still polls for those).
     changed: Arc<tokio::sync::Notify>,
+    /// The keys set since the watcher last read (noted under chitchat's lock, taken under it).
+    touched: Arc<std::sync::Mutex<Touched>>,
     _listener: chitchat::ListenerHandle,
 }
 
@@ -334,13 +336,19 @@ impl Gossip {
             .await
             .context("starting gossip")?;
         let changed = Arc::new(tokio::sync::Notify::new());
-        let wake = changed.clone();
-        // Called under chitchat's state lock for every key set: only a wake-up here.
+        let touched = Arc::new(std::sync::Mutex::new(Touched::default()));
+        let (wake, note) = (changed.clone(), touched.clone());
+        // Called under chitchat's state lock for every key set: a wake-up and a note of the key.
         let listener = handle
             .chitchat()
             .lock()
             .await
-            .subscribe_event("", move |_| wake.notify_one());
+            .subscribe_event("", move |ev| {
+                note.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .note(ev.node, ev.key);
+                wake.notify_one()
+            });
         Ok(Gossip {
             handle,
             node_ip: match advertise.ip() {
@@ -350,6 +358,7 @@ impl Gossip {
             keyring,
             stats,
             changed,
+            touched,
             _listener: listener,
         })
     }
@@ -423,11 +432,13 @@ impl Gossip {
         let g = cc.blocking_lock();
         // The fingerprint of exactly the state read (it may have moved since the caller's).
         let fp = fingerprint_of(&g);
+        let touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(|e| e.into_inner()));
         let live: std::collections::HashSet<&ChitchatId> = g.live_nodes().collect();
         let nodes = g.node_states().iter().map(|(id, state)| NodeInput {
             id,
             state,
             live: live.contains(id),
+            touched: touched.of(id),
         });
         let (view, changes) = reader.read(&g.self_chitchat_id().node_id, nodes, old);
         (view, changes, fp)

@@ -220,6 +220,7 @@ fn watcher(desired: &DesiredState, view: &ClusterView, changes: u32) {
                 id,
                 state,
                 live: true,
+                touched: None,
             })
             .collect()
     }
