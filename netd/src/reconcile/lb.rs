@@ -180,18 +180,21 @@ fn whole(
             .expect("view changes lock")
             .between(generation, ahead);
         match changes {
-            Some(changes) => follow(&mut index, &changes, &mut BTreeSet::new()),
+            Some(changes) => {
+                follow(&mut index, &changes, &mut BTreeSet::new());
+                generation = ahead;
+            }
             None => {
-                // Too far behind to follow: the newest view, whole.
+                // Too far behind to follow: the newest view (at least as new), whole.
                 let newest = shared
                     .reconcile_view
                     .read()
                     .expect("reconcile view lock")
                     .clone();
                 index = LbIndex::build(desired, &newest);
+                generation = newest.generation;
             }
         }
-        generation = ahead;
     }
     // Right after a start, keep remote backends already programmed until gossip caught up.
     if grace {
