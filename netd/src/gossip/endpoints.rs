@@ -136,17 +136,7 @@ impl Builder {
         // Deletions leave small chunks behind: chunk afresh when they are more than twice as
         // many as needed (O(n), as rare as that).
         if self.out.chunks.len() > 2 * self.out.len.div_ceil(self.chunk) + 8 {
-            let mut again = Builder::new(self.chunk);
-            for c in self.out.chunks.iter() {
-                for e in c.iter() {
-                    again.pending.push(e.clone());
-                    if again.pending.len() == again.chunk {
-                        again.flush();
-                    }
-                }
-            }
-            again.flush();
-            return again.out;
+            return chunked(self.out.iter().cloned(), self.chunk);
         }
         self.out
     }
@@ -168,21 +158,22 @@ impl Builder {
     }
 }
 
+/// `iter` in full chunks of `chunk` (the last one the rest).
+fn chunked(iter: impl IntoIterator<Item = Ep>, chunk: usize) -> Endpoints {
+    let mut b = Builder::new(chunk);
+    for e in iter {
+        b.pending.push(e);
+        if b.pending.len() == b.chunk {
+            b.flush();
+        }
+    }
+    b.flush();
+    b.out
+}
+
 impl FromIterator<Ep> for Endpoints {
     fn from_iter<I: IntoIterator<Item = Ep>>(iter: I) -> Self {
-        let mut b = Builder::default();
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for e in iter {
-            chunk.push(e);
-            if chunk.len() == CHUNK {
-                b.add(Arc::new(std::mem::replace(
-                    &mut chunk,
-                    Vec::with_capacity(CHUNK),
-                )));
-            }
-        }
-        b.add(Arc::new(chunk));
-        b.out
+        chunked(iter, CHUNK)
     }
 }
 

@@ -2,7 +2,7 @@
 //! the ESP states and policies towards every live peer, from the data-path keys.
 
 use super::Shared;
-use crate::api::types::RemoteEndpointView;
+use crate::api::types::PeerView;
 use crate::crypto::keys::DataKey;
 use crate::crypto::plan;
 use crate::gossip::{ClusterView, EndpointChange};
@@ -78,18 +78,16 @@ impl PeerInputs {
         // Whether each pair touched was there before.
         let mut before: HashMap<(Ipv4Addr, Arc<str>), bool> = HashMap::new();
         for (o, n) in changes {
-            let pair = |e: &Arc<RemoteEndpointView>| (e.vtep, e.node.clone());
-            if let Some(o) = o {
-                let k = pair(o);
+            for (e, added) in [(o, false), (n, true)] {
+                let Some(e) = e else { continue };
+                let k = (e.vtep, e.node.clone());
                 let count = self.vteps.entry(k.clone()).or_default();
                 before.entry(k).or_insert(*count > 0);
-                *count = count.saturating_sub(1);
-            }
-            if let Some(n) = n {
-                let k = pair(n);
-                let count = self.vteps.entry(k.clone()).or_default();
-                before.entry(k).or_insert(*count > 0);
-                *count += 1;
+                *count = if added {
+                    *count + 1
+                } else {
+                    count.saturating_sub(1)
+                };
             }
         }
         let mut pairs_moved = false;
@@ -100,13 +98,15 @@ impl PeerInputs {
             }
             pairs_moved |= now != was;
         }
-        let gossip = |v: &ClusterView| -> Vec<(String, String, bool, u64)> {
-            v.peers
-                .iter()
-                .map(|p| (p.node.clone(), p.gossip_addr.clone(), p.live, p.sa_epoch))
-                .collect()
-        };
-        (pairs_moved || gossip(old) != gossip(new)) && peers(old) != peers(new)
+        fn gossip(p: &PeerView) -> (&str, &str, bool, u64) {
+            (&p.node, &p.gossip_addr, p.live, p.sa_epoch)
+        }
+        let gossip_moved = !old
+            .peers
+            .iter()
+            .map(gossip)
+            .eq(new.peers.iter().map(gossip));
+        (pairs_moved || gossip_moved) && peers(old) != peers(new)
     }
 }
 
