@@ -21,4 +21,6 @@ pub mod neigh;
 pub mod netlink;
 pub mod netns;
 pub mod rtnl;
+#[cfg(test)]
+pub mod test_ns;
 pub mod xfrm;

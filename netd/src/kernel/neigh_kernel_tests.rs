@@ -8,49 +8,11 @@
 //! also by a panic.
 
 use super::{fdb, neighbors};
-use crate::kernel::cmd::{batch, run, Ns};
-use crate::kernel::netns;
+use crate::kernel::cmd::{batch, Ns};
+use crate::kernel::test_ns::{is_root, TestNs};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A namespace for one test: created with `lo` up, deleted on drop.
-struct TestNs(String);
-
-impl TestNs {
-    fn new(what: &str) -> TestNs {
-        let name = format!("ndtest-{what}-{}", std::process::id());
-        let _ = netns::delete(&name); // a leftover of a killed run
-        netns::ensure(&name).expect("ip netns add");
-        TestNs(name)
-    }
-    fn ns(&self) -> Ns {
-        Ns::named(&self.0)
-    }
-    fn ip(&self, args: &str) {
-        run(&self.ns(), "ip", &args.split(' ').collect::<Vec<_>>()).unwrap();
-    }
-    /// A VXLAN device as netd makes them (no learning), up.
-    fn vxlan(&self, dev: &str, vni: u32) {
-        self.ip(&format!(
-            "link add {dev} type vxlan id {vni} dstport 4789 nolearning"
-        ));
-        self.ip(&format!("link set {dev} up"));
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        if let Err(e) = netns::delete(&self.0) {
-            eprintln!("cleanup of namespace {}: {e:#}", self.0);
-        }
-    }
-}
 
 fn mac(s: &str) -> [u8; 6] {
     super::parse_mac(s).unwrap()
