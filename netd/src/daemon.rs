@@ -75,6 +75,7 @@ impl Daemon {
             view_changes: Default::default(),
             started: Instant::now(),
             verified: Default::default(),
+            programmed_remotes: Default::default(),
             dns_rebuild: Default::default(),
             events: Default::default(),
             sa_epoch: std::sync::Mutex::new(sa_epoch),

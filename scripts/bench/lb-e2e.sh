@@ -83,6 +83,17 @@ trap 'exit 130' INT TERM
 
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# CPU ticks by thread name ("name ticks" lines; a thread's name may hold spaces, in parentheses).
+thread_ticks() {
+  for f in /proc/"$1"/task/*/stat; do
+    sed -E 's/^[0-9]+ \((.*)\) (.*)$/\1\t\2/; s/ /_/g' "$f" 2>/dev/null || true # a thread may end meanwhile
+  done | awk -F'\t' '{ split($2, a, "_"); t[$1] += a[12] + a[13] } END { for (n in t) print n, t[n] }'
+}
+# CPU seconds by thread name between two thread_ticks outputs (files), busiest first.
+thread_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" 'NR == FNR { a[$1] = $2; next } { d = ($2 - a[$1]) / hz; if (d >= 0.05) printf "%s %.1f s\n", $1, d }' "$1" "$2" |
+    sort -k2 -rn | tr '\n' ';' | sed 's/;$//; s/;/, /g'
+}
 mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k / 1024}'; }
 pctl() { sort -g | awk -v p="$1" '{a[NR]=$1} END {if (!NR) {print "-"; exit} i=int(NR*p); if (i < NR*p) i++; if (i < 1) i = 1; print a[i]}'; }
 
@@ -141,6 +152,7 @@ fi
 
 echo "load before: $(uptime)"
 rss0=$(status_kib "$N1" VmRSS); hwm0=$(status_kib "$N1" VmHWM); cpu0=$(cpu_s "$N1")
+thread_ticks "$N1" >"$RIG_DIR/threads0.txt"
 echo "netd before the records: VmRSS $(mib "$rss0") MiB, VmHWM $(mib "$hwm0") MiB"
 echo "publishing $SERVICES services x $TASKS tasks ($PUBLISH)..."
 # Membership events during the sync (a peer declared dead takes its records with it).
@@ -152,7 +164,9 @@ pub=$(peer_read published 600 | cut -d' ' -f2)
 echo "published by the peer in $pub s"
 syn=$(peer_read synced "$SYNC_TIMEOUT" | cut -d' ' -f2)
 cpu1=$(cpu_s "$N1")
+thread_ticks "$N1" >"$RIG_DIR/threads1.txt"
 echo "node 1's maps hold all $SERVICES services with $TASKS tasks $syn s after publishing began (netd CPU $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.1f", b - a}') s)"
+echo "netd CPU during the sync by thread: $(thread_cpu "$RIG_DIR/threads0.txt" "$RIG_DIR/threads1.txt")"
 echo "load after the sync: $(uptime)"
 kill "$EVENTS_PID" 2>/dev/null || true; EVENTS_PID=""
 echo "membership events on node 1 during the sync: $(grep -o '"kind":"[a-z_]*"' "$RIG_DIR/events.txt" | sort | uniq -c | tr -s ' \n' ' ')"

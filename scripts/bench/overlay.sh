@@ -8,10 +8,14 @@
 #     the time from just before its PUT until its FDB entry appears in node B's sandbox
 #     (timestamps from `bridge -timestamp monitor fdb`), p50/p99 reported, with the PUT's
 #     own latency for reference.
+#  3. (SCALE=1, the default) `remote_pass_bench` in netd/src/reconcile/remotes_bench.rs: at 100k
+#     remote endpoints on one VXLAN device, a pass for one endpoint joining or leaving that reads
+#     the FDB and neighbors back and plans against the whole view, against one that plans from
+#     the change (what netd does between full passes), side by side.
 #
 # Needs root, iproute2, iperf3, curl, jq (scripts/setup.sh installs them). Uses
 # target/release/netd (or $NETD_BIN); builds it with cargo if missing.
-# Environment: RUNS (3), SECONDS_PER_RUN (5), ENDPOINTS (100), KEEP=1 keeps the run dir.
+# Environment: RUNS (3), SECONDS_PER_RUN (5), ENDPOINTS (100), SCALE (1), KEEP=1 keeps the run dir.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -156,3 +160,9 @@ printf '%-34s %9s ms\n' "endpoint -> remote FDB, p99" "$P99"
 printf '%-34s %9s ms\n' "  of which PUT answered, p50" "$PUT50"
 printf '%-34s %9s ms\n' "  of which PUT answered, p99" "$PUT99"
 printf '%-34s %12s\n' "endpoints measured" "$N_LAT/$ENDPOINTS"
+
+if [ "${SCALE:-1}" = 1 ]; then
+  printf '\nFDB/neighbor pass at scale (netd/src/reconcile/remotes_bench.rs)\n'
+  (cd "$ROOT" && cargo test -q --release -p netd --lib reconcile::remotes::bench::remote_pass_bench \
+    -- --ignored --nocapture --test-threads=1 2>&1) | grep -E '^(setup|one remote)'
+fi

@@ -9,6 +9,7 @@ mod egress;
 mod ingress;
 mod lb;
 mod network;
+mod remotes;
 
 /// Names of the per-network kernel objects (read by `netd inspect`).
 pub use network::{host_end, vxlan_name, BRIDGE};
@@ -48,6 +49,10 @@ pub struct Shared {
     /// Infrastructure (sandbox bridge/VXLAN, egress bridge/rules) checked since the last full
     /// pass: event-driven passes skip re-checking it, the periodic full pass re-checks all.
     pub verified: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// By sandbox: the remote endpoints' FDB and neighbor entries netd programmed there, which
+    /// passes after a gossip change plan against (drift repair reads the kernel).
+    pub programmed_remotes:
+        std::sync::Mutex<std::collections::HashMap<String, remotes::Programmed>>,
     /// What the DNS index holds: the local state and the view generation it was made from
     /// (none before the first build). Serializes index changes.
     pub dns_rebuild: std::sync::Mutex<Option<(DesiredState, u64)>>,
@@ -99,6 +104,22 @@ impl Shared {
         *indexed = Some((desired, view.generation));
         if let Some(v) = publish {
             *self.view.write().expect("view lock") = v;
+        }
+    }
+
+    /// Takes what `sandbox` holds of remote endpoints out, and puts `now` in its place.
+    fn swap_programmed_remotes(
+        &self,
+        sandbox: &str,
+        now: Option<remotes::Programmed>,
+    ) -> Option<remotes::Programmed> {
+        let mut m = self
+            .programmed_remotes
+            .lock()
+            .expect("programmed remotes lock");
+        match now {
+            Some(p) => m.insert(sandbox.to_string(), p),
+            None => m.remove(sandbox),
         }
     }
 

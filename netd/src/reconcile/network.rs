@@ -1,11 +1,12 @@
 //! One overlay network on this node: sandbox namespace, bridge, VXLAN device, local
 //! attachments, and the static FDB/neighbor entries for remote endpoints.
 
+use super::remotes::{self, Programmed};
 use super::Shared;
 use crate::gossip::ClusterView;
 use crate::kernel::cmd::Ns;
 use crate::kernel::link::{self, ContainerIf, VxlanParams};
-use crate::kernel::neigh::{self, NeighPlan, Remote};
+use crate::kernel::neigh::{self, NeighPlan};
 use crate::kernel::netns;
 use crate::state::DesiredState;
 use crate::validate::spec_gateway;
@@ -22,25 +23,6 @@ pub fn vxlan_name(vni: u32) -> String {
 
 pub fn host_end(endpoint_id: &str) -> String {
     link::host_end_name(HOST_END_PREFIX, endpoint_id)
-}
-
-/// Remote endpoints of `network` as kernel entries, skipping undecodable MACs and addresses
-/// that collide with a local endpoint (a local endpoint always wins on this node).
-pub fn remotes(desired: &DesiredState, view: &ClusterView, network: &str) -> Vec<Remote> {
-    let local_ips: BTreeSet<_> = desired.endpoints_on(network).map(|(_, e)| e.ip).collect();
-    let mut v: Vec<Remote> = view
-        .endpoints_on(network)
-        .filter(|e| !local_ips.contains(&e.ip))
-        .filter_map(|e| {
-            Some(Remote {
-                ip: e.ip,
-                mac: neigh::parse_mac(&e.mac)?,
-                vtep: e.vtep,
-            })
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// Which parts of a network a pass looks at.
@@ -74,6 +56,7 @@ pub fn reconcile(
     if locals.is_empty() {
         // Created on first local endpoint, removed with the last.
         shared.set_verified(&key, false);
+        shared.swap_programmed_remotes(&sandbox, None);
         return netns::delete(&sandbox);
     }
     let sb = Ns::named(&sandbox);
@@ -112,13 +95,26 @@ pub fn reconcile(
         reconcile_locals(&sandbox, spec, &locals, mtu, verify_containers, &mut errors)?;
     }
     if parts.remotes {
-        let want = remotes(desired, view, name);
-        let plan = NeighPlan::compute(
-            &want,
-            &neigh::fdb(&sb, &vx)?,
-            &neigh::neighbors(&sb, &vx)?,
-            keep_extra,
-        );
+        let local_ips = locals.iter().map(|(_, e)| e.ip).collect();
+        // Taken out while the pass runs: a pass that fails leaves the kernel unknown.
+        let programmed = shared.swap_programmed_remotes(&sandbox, None);
+        let follow = !fresh && !parts.repair;
+        let followed = programmed
+            .filter(|p| follow && p.local_ips == local_ips)
+            .and_then(|p| follow_remotes(shared, view, name, p, keep_extra));
+        let (plan, programmed) = match followed {
+            Some(followed) => followed,
+            None => {
+                let want = remotes::wanted(view, name, &local_ips);
+                let plan = NeighPlan::compute(
+                    &want,
+                    &neigh::fdb(&sb, &vx)?,
+                    &neigh::neighbors(&sb, &vx)?,
+                    keep_extra,
+                );
+                (plan, Programmed::new(view.generation, local_ips, &want))
+            }
+        };
         if !plan.is_empty() {
             tracing::debug!(network = name, ?plan, "neighbor plan");
             neigh::apply(&sb, &vx, &plan)?;
@@ -126,12 +122,31 @@ pub fn reconcile(
                 report_repair(shared, name, &vx, &plan);
             }
         }
+        shared.swap_programmed_remotes(&sandbox, Some(programmed));
     }
     if errors.is_empty() {
         Ok(())
     } else {
         anyhow::bail!("{}", errors.join("; "))
     }
+}
+
+/// The plan for the view's changes since what `programmed` holds of `network`, and what it
+/// holds after; None when those changes are no longer all known, or do not fit it.
+fn follow_remotes(
+    shared: &Shared,
+    view: &ClusterView,
+    network: &str,
+    mut programmed: Programmed,
+    keep_extra: bool,
+) -> Option<(NeighPlan, Programmed)> {
+    let changes = shared
+        .view_changes
+        .lock()
+        .expect("view changes lock")
+        .between(programmed.generation, view.generation)?;
+    let plan = programmed.follow(network, &changes, view.generation, keep_extra)?;
+    Some((plan, programmed))
 }
 
 /// Local attachments: a veth pair per endpoint; pairs of deleted endpoints are removed.
