@@ -205,6 +205,7 @@ pub fn sweep_sandboxes(shared: &Shared, desired: &DesiredState) -> Result<()> {
         let is_ours = ns[prefix.len()..].chars().all(|c| c.is_ascii_digit());
         if is_ours && !wanted.contains(&ns) {
             tracing::info!(sandbox = %ns, "removing unused sandbox");
+            shared.swap_programmed_remotes(&ns, None);
             netns::delete(&ns)?;
         }
     }
