@@ -177,5 +177,5 @@ if [ "${SCALE:-1}" = 1 ]; then
   printf '\neBPF LB at scale (netd/src/lb/bench.rs)\n'
   (cd "$ROOT" && NETD_LB_BENCH_TAG="bench-$RIG-scale" cargo test -q --release -p netd --lib \
     lb::bench::lb_scale_bench -- --ignored --nocapture --test-threads=1 2>&1) |
-    grep -E '^(program|RSS|one backend|gossip watcher|DNS names|connect|test lb|[ 0-9]+ services)' | sed 's/^test lb::bench::lb_scale_bench \.\.\. //'
+    grep -E '^(program|RSS|one backend|drift repair|gossip watcher|DNS names|connect|test lb|[ 0-9]+ services)' | sed 's/^test lb::bench::lb_scale_bench \.\.\. //'
 fi

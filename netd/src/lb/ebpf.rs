@@ -75,6 +75,9 @@ const TC_LINK_PREFIX: &str = "tc_";
 /// Drift repair reads every service's Maglev row back (4 KiB each) only up to this many
 /// frontends; beyond, it checks the service entries and backends only.
 const VERIFY_ROWS_UP_TO: usize = 4096;
+/// Frontends compared per `verify_kernel` call (under the LB's lock: a change on the LB thread
+/// waits for one slice at most, not for the whole read-back).
+const VERIFY_SLICE: usize = 512;
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
@@ -107,6 +110,8 @@ pub struct EbpfLb {
     /// UDP backends (enabled or drained) at the last apply: see [`close_udp_to`].
     udp_backends: BTreeSet<Backend>,
     cur: BTreeMap<Frontend, Programmed>,
+    /// The last frontend compared by a drift-repair read-back under way (see `verify_kernel`).
+    verified_up_to: Option<Frontend>,
     ids: BTreeMap<(Backend, Proto), u32>,
     /// Backend ids and service slots never used (from `next_*` up) or freed.
     next_id: u32,
@@ -449,6 +454,7 @@ impl EbpfLb {
             devices: BTreeMap::new(),
             udp_backends: BTreeSet::new(),
             cur: BTreeMap::new(),
+            verified_up_to: None,
             ids: BTreeMap::new(),
             next_id: 0,
             free_ids: Vec::new(),
@@ -955,10 +961,48 @@ impl LoadBalancer for EbpfLb {
         first_err.map_or(Ok(()), Err)
     }
 
-    fn verify_kernel(&mut self) -> Result<Vec<String>> {
+    /// A slice of [`VERIFY_SLICE`] frontends per call, in order; the stray entries of
+    /// `lb_services` with the last.
+    fn verify_kernel(&mut self) -> Result<(Vec<String>, bool)> {
+        let r = self.verify_slice();
+        if !matches!(r, Ok((_, false))) {
+            self.verified_up_to = None; // done or failed: the next read-back starts anew
+        }
+        r
+    }
+
+    fn current(&self) -> LbModel {
+        let mut m = LbModel::default();
+        for (fe, p) in &self.cur {
+            m.services.insert(
+                *fe,
+                Service {
+                    network: p.network.clone(),
+                    backends: p.backends.iter().copied().collect(),
+                    ..Service::default()
+                },
+            );
+        }
+        m
+    }
+}
+
+impl EbpfLb {
+    /// The next slice of `verify_kernel`: the frontends after `verified_up_to`, and when none
+    /// are left, the stray entries of `lb_services`.
+    fn verify_slice(&mut self) -> Result<(Vec<String>, bool)> {
+        use std::ops::Bound;
         let mut found = Vec::new();
         let check_rows = self.cur.len() <= VERIFY_ROWS_UP_TO;
-        for (fe, p) in self.cur.iter_mut() {
+        let from = match self.verified_up_to {
+            Some(fe) => Bound::Excluded(fe),
+            None => Bound::Unbounded,
+        };
+        for (seen, (fe, p)) in self.cur.range_mut((from, Bound::Unbounded)).enumerate() {
+            if seen == VERIFY_SLICE {
+                return Ok((found, false));
+            }
+            self.verified_up_to = Some(*fe);
             if p.dirty {
                 continue; // reprogrammed by the next apply anyway
             }
@@ -1024,21 +1068,10 @@ impl LoadBalancer for EbpfLb {
                 });
             }
         }
-        Ok(found)
-    }
-
-    fn current(&self) -> LbModel {
-        let mut m = LbModel::default();
-        for (fe, p) in &self.cur {
-            m.services.insert(
-                *fe,
-                Service {
-                    network: p.network.clone(),
-                    backends: p.backends.iter().copied().collect(),
-                    ..Service::default()
-                },
-            );
-        }
-        m
+        Ok((found, true))
     }
 }
+
+#[cfg(test)]
+#[path = "ebpf_kernel_tests.rs"]
+mod kernel_tests;

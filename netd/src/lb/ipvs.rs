@@ -398,7 +398,7 @@ impl LoadBalancer for IpvsLb {
 
     /// Dumps every client namespace's IPVS and compares it with what was programmed; what
     /// differs is taken as the kernel's state, so the next apply puts back what is wanted.
-    fn verify_kernel(&mut self) -> Result<Vec<String>> {
+    fn verify_kernel(&mut self) -> Result<(Vec<String>, bool)> {
         let mut drift = Vec::new();
         for (ns, c) in self.clients.iter_mut() {
             let network = c
@@ -434,7 +434,7 @@ impl LoadBalancer for IpvsLb {
             }
             c.services = found;
         }
-        Ok(drift)
+        Ok((drift, true))
     }
 }
 

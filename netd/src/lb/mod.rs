@@ -57,9 +57,12 @@ pub trait LoadBalancer: Send {
     /// What is programmed now.
     fn current(&self) -> LbModel;
     /// Compares what this backend programmed with what the kernel holds now and marks what
-    /// differs for reprogramming by the next `apply` (drift repair); returns what differed.
-    fn verify_kernel(&mut self) -> Result<Vec<String>> {
-        Ok(Vec::new())
+    /// differs for reprogramming by the next `apply` (drift repair); returns what differed, and
+    /// whether the comparison is complete. A backend may compare a slice per call, so that an
+    /// apply between calls does not wait for the whole read-back; the caller calls again until
+    /// it is complete.
+    fn verify_kernel(&mut self) -> Result<(Vec<String>, bool)> {
+        Ok((Vec::new(), true))
     }
     /// The host ends of local containers' veths (sandbox netns path, ifname): backends that
     /// answer ARP/ICMP echo for VIPs per device attach there.
