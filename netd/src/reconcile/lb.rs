@@ -138,9 +138,9 @@ fn follow(
 ///
 /// A drift-repair pass makes its model before taking the LB's lock (at 10k services x 10 tasks
 /// ~60-120 ms that changes followed on the LB thread would wait for) and verifies apart from
-/// the apply, a slice per hold of the lock ([`read_back`]). Meanwhile the LB thread may have applied a later view: the
-/// model made is brought forward to it with the same changes the LB thread followed, so that a
-/// drift-repair pass never applies an older view over a newer one.
+/// the apply, a slice per hold of the lock ([`read_back`]). Meanwhile the LB thread may have
+/// applied a later view: the model made is brought forward to it with the same changes the LB
+/// thread followed, so that a drift-repair pass never applies an older view over a newer one.
 fn whole(
     shared: &Shared,
     desired: &DesiredState,

@@ -38,9 +38,9 @@ fn remote(e: &RemoteEndpointView, local_ips: &BTreeSet<Ipv4Addr>) -> Option<Remo
 /// wanted entries of view `generation` with the local addresses `local_ips`. That is all the
 /// device holds of remote endpoints, but in the startup grace after a restart, when entries
 /// nobody asked for are kept until gossip caught up (the full pass that ends the grace reads
-/// the kernel and removes them). Several endpoints may
-/// want the same MAC or address (a duplicate in gossip); each is counted, and the kernel entry
-/// is the one [`NeighPlan::compute`] picks, the last in address order.
+/// the kernel and removes them). Several endpoints may want the same MAC or address (a
+/// duplicate in gossip); each is counted, and the kernel entry is the one
+/// [`NeighPlan::compute`] picks, the last in address order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Programmed {
     pub generation: u64,
@@ -55,17 +55,14 @@ pub struct Programmed {
 impl Programmed {
     /// After a pass that programmed exactly `want` (sorted, from [`wanted`]).
     pub fn new(generation: u64, local_ips: BTreeSet<Ipv4Addr>, want: &[Remote]) -> Programmed {
-        let mut p = Programmed {
-            generation,
-            local_ips,
-            by_mac: BTreeMap::new(),
-            by_ip: BTreeMap::new(),
-        };
         let mut macs: Vec<_> = want.iter().map(|r| (r.mac, r.ip, r.vtep)).collect();
         macs.sort_unstable();
-        p.by_mac = counted(macs);
-        p.by_ip = counted(want.iter().map(|r| (r.ip, r.mac, r.vtep)).collect());
-        p
+        Programmed {
+            generation,
+            local_ips,
+            by_mac: counted(macs),
+            by_ip: counted(want.iter().map(|r| (r.ip, r.mac, r.vtep)).collect()),
+        }
     }
 
     /// The entries to change for `changes` (view by view, oldest first) on `network`, and this
