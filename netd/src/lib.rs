@@ -1,6 +1,8 @@
 //! netd as a library: the daemon's modules, for the binary, the fuzz targets and benchmarks.
 
 pub mod api;
+#[cfg(test)]
+pub mod bench_util;
 pub mod check;
 pub mod client;
 pub mod config;

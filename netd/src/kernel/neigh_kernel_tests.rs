@@ -249,10 +249,7 @@ fn child_peak_kib(prog: &str, args: &[&str]) -> Option<u64> {
 #[ignore = "benchmark: root; 100k FDB + 100k neighbor entries"]
 fn neigh_dump_bench() {
     assert!(is_root(), "neigh_dump_bench needs root");
-    let n: u32 = std::env::var("NEIGH_BENCH_ENTRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n = crate::bench_util::env("NEIGH_BENCH_ENTRIES", 100_000) as u32;
     let t = TestNs::new("neighbench");
     t.vxlan("vx", 42);
     let (mut br, mut nb) = (Vec::new(), Vec::new());

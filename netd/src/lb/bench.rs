@@ -15,6 +15,7 @@ use super::LoadBalancer;
 use crate::api::types::{
     EndpointMode, PortSpec, Protocol, PublishMode, RemoteEndpointView, ServiceSpec,
 };
+use crate::bench_util::{env, pct};
 use crate::gossip::follow::{NodeInput, ViewReader};
 use crate::gossip::record::EndpointRecord;
 use crate::gossip::{ClusterView, ViewInterner};
@@ -28,13 +29,6 @@ use std::time::{Duration, Instant};
 
 const CG_ROOT: &str = "/sys/fs/cgroup/unified";
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn vip(i: u32) -> Ipv4Addr {
     // 10.128.0.0/9: one VIP per service.
     Ipv4Addr::from(0x0a80_0000 + i)
@@ -47,11 +41,6 @@ fn rss_kib() -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
 }
 
 /// `n` services (TCP port 80), backend i of service s at 127.x.y.z:`port` (connectable) when

@@ -5,6 +5,7 @@
 //! Both apply with the same `bridge`/`ip -batch`; the time of that alone is printed too.
 
 use super::*;
+use crate::bench_util::{env, pct};
 use crate::kernel::test_ns::{is_root, TestNs};
 use std::time::{Duration, Instant};
 
@@ -32,20 +33,16 @@ fn view(eps: &[Arc<RemoteEndpointView>], generation: u64) -> ClusterView {
     }
 }
 
+/// The `p` quantile of `v`, in ms.
 fn pctl(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i].as_secs_f64() * 1e3
+    pct(v, p).as_secs_f64() * 1e3
 }
 
 #[test]
 #[ignore = "benchmark: root; 100k remote endpoints on a VXLAN device"]
 fn remote_pass_bench() {
     assert!(is_root(), "remote_pass_bench needs root");
-    let n: u32 = std::env::var("REMOTES_BENCH_ENTRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n = env("REMOTES_BENCH_ENTRIES", 100_000) as u32;
     const ROUNDS: usize = 25;
     let t = TestNs::new("remotesbench");
     t.vxlan("vx", 42);
