@@ -110,7 +110,7 @@ pub async fn gossip_to_reconcile(d: Arc<Daemon>) {
                 .view_changes
                 .lock()
                 .expect("view changes lock")
-                .push(view.generation, changes);
+                .push(view.generation, changes, view.endpoints.len());
         }
         // Reconcile passes get the view at once; the API once its DNS names are rebuilt.
         *d.shared

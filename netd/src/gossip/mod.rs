@@ -131,9 +131,10 @@ pub type EndpointChange = (
 );
 
 /// The endpoint changes of the last views published, for what follows the view change by
-/// change instead of re-reading all of it (the LB): entry `g` leads from view `g - 1` to `g`.
-/// Bounded: a big change (a node joining with its endpoints) is remembered as "too big", and
-/// old entries go; a consumer that needs those re-reads the whole view.
+/// change instead of re-reading all of it (LB, DNS names, FDB and neighbor entries): entry `g`
+/// leads from view `g - 1` to `g`. Bounded by the size of the view (see [`ViewChanges::push`]):
+/// a change bigger than that is remembered as "too big", and old entries go; a consumer that
+/// needs those re-reads the whole view.
 #[derive(Debug, Default)]
 pub struct ViewChanges {
     log: std::collections::VecDeque<(u64, Option<Arc<Vec<EndpointChange>>>)>,
@@ -142,15 +143,28 @@ pub struct ViewChanges {
 }
 
 impl ViewChanges {
-    /// Endpoint changes remembered at most (each a copy of one or two records).
+    /// Endpoint changes remembered at least, however small the view.
     const KEEP: usize = 4096;
 
-    pub fn push(&mut self, generation: u64, changes: Vec<EndpointChange>) {
+    /// Remembers the changes that led to view `generation`, which holds `view_len` endpoints.
+    ///
+    /// The log holds up to as many changes as that view has endpoints (at least [`Self::KEEP`]):
+    /// following fewer changes than the view has endpoints costs a consumer less than reading
+    /// the view whole, and a consumer that fell behind while it read one view whole can follow
+    /// again. With a fixed bound of 4096, a sync of 100k records (~1000 per view) outran every
+    /// consumer after its first whole read (an FDB dump of ~1 s while ~60k records arrived), so
+    /// that each of its passes read the view whole again.
+    ///
+    /// Memory: a change is two pointers to records the views share; only records no longer in
+    /// the view (changed or removed since) are kept alive by the log alone, at most one per
+    /// change held.
+    pub fn push(&mut self, generation: u64, changes: Vec<EndpointChange>, view_len: usize) {
+        let bound = view_len.max(Self::KEEP);
         let n = changes.len();
-        let entry = (n <= Self::KEEP).then(|| Arc::new(changes));
+        let entry = (n <= bound).then(|| Arc::new(changes));
         self.held += if entry.is_some() { n } else { 0 };
         self.log.push_back((generation, entry));
-        while self.held > Self::KEEP || self.log.len() > Self::KEEP {
+        while self.held > bound || self.log.len() > bound {
             let Some((_, c)) = self.log.pop_front() else {
                 break;
             };
@@ -510,22 +524,47 @@ mod tests {
     #[test]
     fn view_changes_are_known_only_without_gaps() {
         let mut log = ViewChanges::default();
-        log.push(1, vec![(None, Some(Arc::new(ep("a", "n", "1", 1))))]);
-        log.push(2, vec![]);
+        let add = |i: usize| (None, Some(Arc::new(ep("a", "n", &i.to_string(), 1))));
+        log.push(1, vec![add(0)], 1);
+        log.push(2, vec![], 1);
         assert_eq!(log.between(0, 2).map(|v| v.len()), Some(2));
         assert_eq!(log.between(2, 2).map(|v| v.len()), Some(0));
-        // Too big to remember: whoever needs it re-reads the view.
-        let big = (0..=ViewChanges::KEEP)
-            .map(|i| (None, Some(Arc::new(ep("a", "n", &i.to_string(), 1)))))
-            .collect();
-        log.push(3, big);
+        // Too big to remember in a small view: whoever needs it re-reads the view.
+        let big = (0..=ViewChanges::KEEP).map(add).collect();
+        log.push(3, big, ViewChanges::KEEP);
         assert!(log.between(2, 3).is_none());
-        log.push(4, vec![]);
+        log.push(4, vec![], ViewChanges::KEEP);
         assert!(log.between(3, 4).is_some());
         // Old entries go once more changes than the bound arrived.
         for g in 5..5 + ViewChanges::KEEP as u64 {
-            log.push(g, vec![(None, None)]);
+            log.push(g, vec![(None, None)], 1);
         }
         assert!(log.between(0, 2).is_none());
+    }
+
+    /// The bound grows with the view: a sync of a big view, in many changes, stays followable
+    /// from its start.
+    #[test]
+    fn view_changes_are_kept_up_to_the_view_size() {
+        let mut log = ViewChanges::default();
+        let per = 1000;
+        let views = 20;
+        for g in 1..=views {
+            let changes = (0..per)
+                .map(|i| (None, Some(Arc::new(ep("a", "n", &format!("{g}.{i}"), 1)))))
+                .collect();
+            log.push(g as u64, changes, g * per);
+        }
+        let all = log.between(0, views as u64).expect("all kept");
+        assert_eq!(all.iter().map(|c| c.len()).sum::<usize>(), views * per);
+        // One change as big as the view it makes is kept too; one bigger than it is not.
+        let n = views * per + 1;
+        let big: Vec<_> = (0..n).map(|_| (None, None)).collect();
+        log.push(views as u64 + 1, big.clone(), n);
+        assert!(log.between(views as u64, views as u64 + 1).is_some());
+        // It pushed the older entries out: more changes than the view's size are not held.
+        assert!(log.between(0, views as u64 + 1).is_none());
+        log.push(views as u64 + 2, big, n - 1);
+        assert!(log.between(views as u64 + 1, views as u64 + 2).is_none());
     }
 }
