@@ -81,10 +81,15 @@ impl LbModel {
         LbIndex::build(desired, view).model
     }
 
-    /// Right after a start (gossip still catching up): keeps the backends `current` has that
-    /// are not local endpoints (local ones are known for sure), and its services.
-    pub fn keep_unknown_remotes(&mut self, current: &LbModel, local_ips: &BTreeSet<Ipv4Addr>) {
-        for (fe, cur) in &current.services {
+    /// Right after a start (gossip still catching up): keeps the backends of `kept` (services
+    /// as applied before: what the kernel held at the start, then what the last passes applied)
+    /// that are not local endpoints (local ones are known for sure), and their services.
+    pub fn keep_unknown_remotes<'a>(
+        &mut self,
+        kept: impl IntoIterator<Item = (&'a Frontend, &'a Service)>,
+        local_ips: &BTreeSet<Ipv4Addr>,
+    ) {
+        for (fe, cur) in kept {
             let s = self.services.entry(*fe).or_insert_with(|| Service {
                 network: cur.network.clone(),
                 ..Service::default()
@@ -380,6 +385,19 @@ impl LbIndex {
                 None => self.model.services.remove(fe),
             };
         }
+    }
+
+    /// [`LbIndex::finish`] in the startup grace, for a model that keeps remote backends (see
+    /// [`LbModel::keep_unknown_remotes`]): each `dirty` frontend also keeps the remote backends
+    /// it had, so that the model stays what a whole build with those kept would make.
+    pub fn finish_keeping(&mut self, dirty: &BTreeSet<Frontend>, local_ips: &BTreeSet<Ipv4Addr>) {
+        let before: Vec<(Frontend, Service)> = dirty
+            .iter()
+            .filter_map(|fe| Some((*fe, self.model.services.get(fe)?.clone())))
+            .collect();
+        self.finish(dirty);
+        self.model
+            .keep_unknown_remotes(before.iter().map(|(fe, s)| (fe, s)), local_ips);
     }
 }
 
@@ -771,6 +789,148 @@ mod tests {
             changed_total > 300 && lingered > 10,
             "{changed_total} {lingered}"
         );
+    }
+
+    /// In the startup grace, the model followed change by change (`finish_keeping`) equals
+    /// the one a whole pass makes: built from the view, keeping the remote backends applied
+    /// before (at first, what the kernel held from before the restart), lingering services
+    /// included.
+    #[test]
+    fn grace_model_followed_equals_a_whole_build_that_keeps() {
+        let d0 = desired();
+        let (t0, ttl) = (Instant::now(), Duration::from_secs(5));
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        // What the kernel held from before the restart: a task gossip never brings back, one
+        // it does, and one at an address that is now a local endpoint's (not kept).
+        let mut kernel = LbModel::default();
+        for (vip, ip) in [("10.1.0.101", 200), ("10.1.0.100", 3), ("10.1.0.102", 250)] {
+            let fe = Frontend {
+                vip: vip.parse().unwrap(),
+                port: 80,
+                proto: Proto::Tcp,
+            };
+            let s = kernel.services.entry(fe).or_insert_with(|| Service {
+                network: "web".into(),
+                ..Service::default()
+            });
+            s.backends.insert(Backend {
+                ip: Ipv4Addr::new(10, 1, 0, ip),
+                port: 80,
+            });
+        }
+        let mut d = d0.clone();
+        let local = |d: &DesiredState| d.endpoints.values().map(|e| e.ip).collect();
+        let local_endpoint = |id: &str, ip: u8, vip: &str| crate::state::LocalEndpoint {
+            spec: EndpointSpec {
+                network: "web".into(),
+                netns: format!("/run/netns/{id}").into(),
+                ifname: "eth0".into(),
+                ip: None,
+                mac: None,
+                name: id.into(),
+                aliases: vec![],
+                service: Some(svc(EndpointMode::Vip, Some(vip))),
+                labels: BTreeMap::new(),
+            },
+            ip: Ipv4Addr::new(10, 1, 0, ip),
+            mac: String::new(),
+            service_disabled: false,
+        };
+        d.endpoints
+            .insert("l0".into(), local_endpoint("l0", 250, "10.1.0.100"));
+        let mut view = ClusterView::default();
+        let mut index = LbIndex::build(&d, &view);
+        index
+            .model
+            .keep_unknown_remotes(&kernel.services, &local(&d));
+        let mut linger = Linger::default();
+        linger.apply(&mut index.model, || kernel.clone(), t0, ttl);
+        let (vip_102, old_local) = (
+            Frontend {
+                vip: "10.1.0.102".parse().unwrap(),
+                port: 80,
+                proto: Proto::Tcp,
+            },
+            Backend {
+                ip: Ipv4Addr::new(10, 1, 0, 250),
+                port: 80,
+            },
+        );
+        assert!(!index.model.services[&vip_102].backends.contains(&old_local));
+        let mut applied = index.model.clone();
+        let mut full_linger = Linger::default();
+        let mut first = LbIndex::build(&d, &view).model;
+        first.keep_unknown_remotes(&kernel.services, &local(&d));
+        full_linger.apply(&mut first, || kernel.clone(), t0, ttl);
+        assert_eq!(first, applied);
+        let mut views = BTreeMap::new();
+        let (mut changed_steps, mut followed) = (0, 0);
+        let mut prev_d = d.clone();
+        for step in 1..=400u64 {
+            let now = t0 + Duration::from_millis(700 * step);
+            for _ in 0..1 + step % 3 {
+                let mut e = random_endpoint(&mut x);
+                // Many addresses, so that the backends kept keep growing through the test.
+                e.ip = Ipv4Addr::new(10, 1, 0, 2 + (x % 96) as u8);
+                let k = (e.node.clone(), e.network.clone(), e.id.clone());
+                if x.is_multiple_of(3) {
+                    views.remove(&k);
+                } else {
+                    views.insert(k, e);
+                }
+            }
+            // Now and then the local endpoint moves to another address (one a remote task had).
+            if step.is_multiple_of(9) {
+                let ip = 2 + (x % 96) as u8;
+                d.endpoints
+                    .insert("l0".into(), local_endpoint("l0", ip, "10.1.0.100"));
+            }
+            let new = ClusterView {
+                endpoints: views.values().cloned().map(Arc::new).collect(),
+                generation: step,
+                ..ClusterView::default()
+            };
+            let mut full = LbModel::build(&d, &new);
+            full.keep_unknown_remotes(&applied.services, &local(&d));
+            full_linger.apply(&mut full, || unreachable!("applied before"), now, ttl);
+
+            if local(&d) == local(&prev_d) {
+                let changes = crate::gossip::endpoint_changes(&view, &new);
+                let mut dirty = BTreeSet::new();
+                index.set_locals(&d, &mut dirty);
+                for (old, new) in &changes {
+                    index.change_remote(old.as_deref(), new.as_deref(), &mut dirty);
+                }
+                index.finish_keeping(&dirty, &local(&d));
+                linger
+                    .apply_delta(&mut index.model, &dirty, now, ttl)
+                    .expect("applied before");
+                assert_eq!(index.model, full, "step {step}");
+                followed += 1;
+            } else {
+                // The local addresses changed: no backend at those is kept in any frontend,
+                // and the pass makes the model whole (as `full`).
+                index = LbIndex::build(&d, &new);
+                index.model = full.clone();
+            }
+            prev_d = d.clone();
+            changed_steps += usize::from(full != applied);
+            applied = full;
+            view = new;
+        }
+        // The sequence did change the model, and kept what gossip never brought back.
+        assert!(
+            changed_steps > 100 && followed > 300,
+            "{changed_steps} {followed}"
+        );
+        let gone = Backend {
+            ip: Ipv4Addr::new(10, 1, 0, 200),
+            port: 80,
+        };
+        assert!(applied
+            .services
+            .values()
+            .any(|s| s.backends.contains(&gone)));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::lb::{self, LoadBalancer};
 use crate::state::DesiredState;
 use anyhow::Result;
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,9 +25,14 @@ struct State {
     index: LbIndex,
     /// The view (generation) the index was made from.
     generation: u64,
-    /// Whether the index's model is exactly that of its endpoints plus lingering services (not
-    /// so when made in the startup grace, which keeps remote backends found in the kernel).
-    exact: bool,
+    /// Whether the index's model also keeps remote backends applied before it (made in the
+    /// startup grace: remote backends found in the kernel stay until gossip caught up), else
+    /// it is exactly that of its endpoints plus lingering services. A pass follows changes
+    /// from an index of its own kind only: in the grace one that keeps, after it an exact one.
+    kept: bool,
+    /// The local endpoints' addresses when `kept` was last made whole: no backend at a local
+    /// address is kept, in any frontend, so a change of them makes the model whole again.
+    local: BTreeSet<Ipv4Addr>,
     /// Services whose last task was deleted, kept refusing for `lb_service_linger_ms`.
     linger: Linger,
     /// The last apply failed (the next pass applies everything again).
@@ -40,8 +46,10 @@ struct State {
 /// A pass brings the model it applied last up to date with the endpoint changes since (the
 /// local endpoints compared as a whole, the remote ones from the view changes the gossip watcher
 /// published with the view) and applies the frontends that changed: a backend change costs
-/// O(its service), not O(cluster). When the changes are not known (the first pass, the startup
-/// grace, networks added or removed, a consumer too far behind) and on every `full` (drift
+/// O(its service), not O(cluster). In the startup grace the frontends a pass changes also keep
+/// the remote backends applied before (see [`follow`]), as a whole pass in the grace keeps
+/// those the kernel holds. When the changes are not known (the first pass, the end of the
+/// startup grace, networks added or removed, a consumer too far behind) and on every `full` (drift
 /// repair) pass, the model is made from scratch from the whole view instead, with the same code
 /// (`LbIndex`), and applied as a whole. On a `full` pass the backend first compares what it
 /// programmed with what the kernel holds (a map entry deleted by hand, a stray one) and
@@ -80,38 +88,41 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
     }
     let lb = guard.as_mut().expect("opened above");
     let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    if !grace {
-        if let Some(st) = state.as_mut().filter(|st| st.exact) {
-            if st.index.same_networks(desired) {
-                // A drift-repair pass may have applied a later view than this pass's.
-                let to = view.generation.max(st.generation);
-                let changes = shared
-                    .view_changes
-                    .lock()
-                    .expect("view changes lock")
-                    .between(st.generation, to);
-                if let Some(changes) = changes {
-                    let mut dirty = BTreeSet::new();
-                    let clients_changed = st.index.set_locals(desired, &mut dirty);
-                    follow(&mut st.index, &changes, &mut dirty);
-                    st.generation = to;
-                    if let Some(expired) =
-                        st.linger
-                            .apply_delta(&mut st.index.model, &dirty, Instant::now(), ttl)
-                    {
-                        dirty.extend(expired);
-                        let r = if clients_changed || st.failed {
-                            // Backends that program each container (nftables) look at all
-                            // containers; a failed apply is retried as a whole.
-                            lb.apply(&st.index.model)
-                        } else if dirty.is_empty() {
-                            Ok(())
-                        } else {
-                            lb.apply_changed(&st.index.model, &dirty)
-                        };
-                        st.failed = r.is_err();
-                        return r;
-                    }
+    let local = local_ips(desired);
+    if let Some(st) = state
+        .as_mut()
+        .filter(|st| st.kept == grace && (!grace || st.local == local))
+    {
+        if st.index.same_networks(desired) {
+            // A drift-repair pass may have applied a later view than this pass's.
+            let to = view.generation.max(st.generation);
+            let changes = shared
+                .view_changes
+                .lock()
+                .expect("view changes lock")
+                .between(st.generation, to);
+            if let Some(changes) = changes {
+                let mut dirty = BTreeSet::new();
+                let clients_changed = st.index.set_locals(desired, &mut dirty);
+                let keep = grace.then_some(&local);
+                follow(&mut st.index, &changes, &mut dirty, keep);
+                st.generation = to;
+                if let Some(expired) =
+                    st.linger
+                        .apply_delta(&mut st.index.model, &dirty, Instant::now(), ttl)
+                {
+                    dirty.extend(expired);
+                    let r = if clients_changed || st.failed {
+                        // Backends that program each container (nftables) look at all
+                        // containers; a failed apply is retried as a whole.
+                        lb.apply(&st.index.model)
+                    } else if dirty.is_empty() {
+                        Ok(())
+                    } else {
+                        lb.apply_changed(&st.index.model, &dirty)
+                    };
+                    st.failed = r.is_err();
+                    return r;
                 }
             }
         }
@@ -121,16 +132,28 @@ fn sync(shared: &Shared, desired: &DesiredState, view: &ClusterView, full: bool)
     whole(shared, desired, view, None, false, grace, ttl)
 }
 
-/// Brings `index` (made from one view) forward with the endpoint changes of later views.
+/// Brings `index` (made from one view) forward with the endpoint changes of later views (and
+/// the `dirty` frontends its caller changed). With `keep` (the local addresses, in the startup
+/// grace), each changed frontend also keeps the remote backends it had, as the whole pass in
+/// the grace does with those the kernel holds: the model stays what the whole pass would make.
 fn follow(
     index: &mut LbIndex,
     changes: &[Arc<Vec<EndpointChange>>],
     dirty: &mut BTreeSet<Frontend>,
+    keep: Option<&BTreeSet<Ipv4Addr>>,
 ) {
     for (old, new) in changes.iter().flat_map(|c| c.iter()) {
         index.change_remote(old.as_deref(), new.as_deref(), dirty);
     }
-    index.finish(dirty);
+    match keep {
+        Some(local) => index.finish_keeping(dirty, local),
+        None => index.finish(dirty),
+    }
+}
+
+/// The addresses of the local endpoints.
+fn local_ips(desired: &DesiredState) -> BTreeSet<Ipv4Addr> {
+    desired.endpoints.values().map(|e| e.ip).collect()
 }
 
 /// Makes the model whole from `view` (or takes `built`, made from it) and applies it whole;
@@ -170,7 +193,7 @@ fn whole(
             .between(generation, ahead);
         match changes {
             Some(changes) => {
-                follow(&mut index, &changes, &mut BTreeSet::new());
+                follow(&mut index, &changes, &mut BTreeSet::new(), None);
                 generation = ahead;
             }
             None => {
@@ -186,9 +209,11 @@ fn whole(
         }
     }
     // Right after a start, keep remote backends already programmed until gossip caught up.
+    let local = local_ips(desired);
     if grace {
-        let local: BTreeSet<_> = desired.endpoints.values().map(|e| e.ip).collect();
-        index.model.keep_unknown_remotes(&lb.current(), &local);
+        index
+            .model
+            .keep_unknown_remotes(&lb.current().services, &local);
     }
     let mut linger = state.take().map(|st| st.linger).unwrap_or_default();
     linger.apply(&mut index.model, || lb.current(), Instant::now(), ttl);
@@ -196,7 +221,8 @@ fn whole(
     *state = Some(State {
         index,
         generation,
-        exact: !grace,
+        kept: grace,
+        local,
         linger,
         failed: r.is_err(),
     });
