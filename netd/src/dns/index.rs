@@ -24,6 +24,7 @@ use smallvec::SmallVec;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// One endpoint as DNS sees it, whichever node it lives on.
 #[derive(Debug, Clone)]
@@ -76,8 +77,9 @@ struct Group {
     tasks: Vec<(Ipv4Addr, bool)>,
     /// The tasks' aliases, lower case (a multiset).
     aliases: Vec<String>,
-    /// What the group answers, as last resolved: the names it claims and its VIP.
-    claimed: BTreeSet<String>,
+    /// What the group answers, as last resolved: the names it claims (sorted; a slice, not a
+    /// `BTreeSet`, whose node is ~280 bytes for the usual two names) and its VIP.
+    claimed: Box<[String]>,
     vip: Option<Ipv4Addr>,
 }
 
@@ -190,10 +192,10 @@ pub struct NetRecords {
     /// resolved when asked, from `plain` (and `ptr_eps`, `vips`): one copy of each, not two.
     names: HashMap<String, Answer>,
     /// Name → addresses of the endpoints carrying it (a multiset).
-    plain: HashMap<Box<str>, Few<Ipv4Addr>>,
+    plain: HashMap<Arc<str>, Few<Ipv4Addr>>,
     /// Names (lower case) of the endpoints holding each address (a multiset); the reverse
     /// name is `<name>.<network>.`.
-    ptr_eps: HashMap<Ipv4Addr, Few<Box<str>>>,
+    ptr_eps: HashMap<Ipv4Addr, Few<Arc<str>>>,
     /// Services by lower-case name.
     services: BTreeMap<String, Group>,
     /// Name → services claiming it; VIP → services with it.
@@ -322,21 +324,15 @@ impl DnsIndex {
         } else {
             net.count = net.count.saturating_sub(1);
         }
-        let name = e.name.to_ascii_lowercase();
-        let mut plain = vec![name.clone()];
+        // One copy of the name for both maps (a heap block each would be ~3 MB at 100k).
+        let name: Arc<str> = e.name.to_ascii_lowercase().into();
+        count_in(&mut net.plain, &*name, || name.clone(), e.ip, add);
         if e.service.is_none() {
-            plain.extend(e.aliases.iter().map(|a| a.to_ascii_lowercase()));
+            for a in e.aliases.iter().map(|a| a.to_ascii_lowercase()) {
+                count_in(&mut net.plain, a.as_str(), || a.as_str().into(), e.ip, add);
+            }
         }
-        for n in &plain {
-            count_in(&mut net.plain, n.as_str(), || n.as_str().into(), e.ip, add);
-        }
-        count_in(
-            &mut net.ptr_eps,
-            &e.ip,
-            || e.ip,
-            name.clone().into_boxed_str(),
-            add,
-        );
+        count_in(&mut net.ptr_eps, &e.ip, || e.ip, name, add);
         let Some(svc) = e.service else {
             return;
         };
@@ -346,7 +342,12 @@ impl DnsIndex {
         if add {
             match g.specs.iter_mut().find(|(s, _)| s == svc) {
                 Some((_, n)) => *n += 1,
-                None => g.specs.push((svc.clone(), 1)),
+                None => {
+                    // Nearly always the one spec of the service: room for one, not four (a
+                    // spec is ~100 bytes, at 10k services that is ~3 MB).
+                    g.specs.reserve_exact(1);
+                    g.specs.push((svc.clone(), 1));
+                }
             }
             g.tasks.push((e.ip, e.disabled));
             g.aliases.extend(aliases);
@@ -388,7 +389,7 @@ impl DnsIndex {
                     }
                     _ => (BTreeSet::new(), None),
                 };
-                for n in g.claimed.difference(&claimed) {
+                for n in g.claimed.iter().filter(|n| !claimed.contains(*n)) {
                     set_in(
                         &mut net.claims,
                         n.as_str(),
@@ -397,7 +398,10 @@ impl DnsIndex {
                         false,
                     );
                 }
-                for n in claimed.difference(&g.claimed) {
+                for n in claimed
+                    .iter()
+                    .filter(|n| g.claimed.binary_search(n).is_err())
+                {
                     set_in(&mut net.claims, n.as_str(), || n.as_str().into(), key, true);
                 }
                 // Every claimed name: the answer may have changed (tasks, drained, VIP).
@@ -410,7 +414,7 @@ impl DnsIndex {
                         set_in(&mut net.vips, &ip, || ip, key, add);
                     }
                 }
-                g.claimed = claimed;
+                g.claimed = claimed.into_iter().collect();
                 g.vip = vip;
                 if g.tasks.is_empty() {
                     net.services.remove(key);
