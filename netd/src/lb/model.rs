@@ -797,7 +797,6 @@ mod tests {
     /// included.
     #[test]
     fn grace_model_followed_equals_a_whole_build_that_keeps() {
-        let d0 = desired();
         let (t0, ttl) = (Instant::now(), Duration::from_secs(5));
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         // What the kernel held from before the restart: a task gossip never brings back, one
@@ -818,7 +817,7 @@ mod tests {
                 port: 80,
             });
         }
-        let mut d = d0.clone();
+        let mut d = desired();
         let local = |d: &DesiredState| d.endpoints.values().map(|e| e.ip).collect();
         let local_endpoint = |id: &str, ip: u8, vip: &str| crate::state::LocalEndpoint {
             spec: EndpointSpec {
