@@ -151,9 +151,10 @@ impl ViewChanges {
     /// The log holds up to as many changes as that view has endpoints (at least [`Self::KEEP`]):
     /// following fewer changes than the view has endpoints costs a consumer less than reading
     /// the view whole, and a consumer that fell behind while it read one view whole can follow
-    /// again. With a fixed bound of 4096, a sync of 100k records (~1000 per view) outran every
-    /// consumer after its first whole read (an FDB dump of ~1 s while ~60k records arrived), so
-    /// that each of its passes read the view whole again.
+    /// again. With a fixed bound of 4096, a sync of 100k records outran every consumer: a view
+    /// made from one gossip delta can bring thousands of records, and a consumer that read the
+    /// view whole once (for the FDB a dump, up to ~1 s at 100k) fell further behind than the
+    /// bound, so that each of its passes read the view whole again.
     ///
     /// Memory: a change is two pointers to records the views share; only records no longer in
     /// the view (changed or removed since) are kept alive by the log alone, at most one per
